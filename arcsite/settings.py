@@ -1,0 +1,237 @@
+"""Settings for the Arc hub: one module, driven by typed environment helpers.
+
+Every ``ARC_*`` variable is read and validated here, once, at start. A bad value
+raises ``ImproperlyConfigured`` with a message that names the variable, so a
+typo fails loudly instead of silently falling back to a default.
+
+Defaults run after a fresh checkout: SQLite (WAL) in ``ARC_HOME`` (``./.arc``),
+the in-memory channel layer, loopback only. ``ARC_DATABASE_URL`` switches to
+PostgreSQL and ``ARC_REDIS_URL`` to the Redis channel layer.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import stat
+from pathlib import Path
+from typing import Any
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def envstr(name: str, default: str) -> str:
+    value = os.environ.get(name)
+    if value is None or value.strip() == "":
+        return default
+    return value.strip()
+
+
+def envint(name: str, default: int, *, minimum: int | None = None, maximum: int | None = None) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw.strip())
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"{name} must be an integer, got {raw!r}") from exc
+    if minimum is not None and value < minimum:
+        raise ImproperlyConfigured(f"{name} must be >= {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise ImproperlyConfigured(f"{name} must be <= {maximum}, got {value}")
+    return value
+
+
+def envbool(name: str, default: bool) -> bool:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    value = raw.strip().lower()
+    if value in {"1", "true", "yes", "on"}:
+        return True
+    if value in {"0", "false", "no", "off"}:
+        return False
+    raise ImproperlyConfigured(f"{name} must be a boolean (1/0, true/false, yes/no, on/off), got {raw!r}")
+
+
+def envchoice(name: str, default: str, choices: tuple[str, ...]) -> str:
+    value = envstr(name, default)
+    if value not in choices:
+        raise ImproperlyConfigured(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+    return value
+
+
+# ── Hub configuration (SPEC section 9) ────────────────────────────────────
+ARC_HOME = Path(envstr("ARC_HOME", str(Path.cwd() / ".arc"))).expanduser().absolute()
+ARC_DATABASE_URL = envstr("ARC_DATABASE_URL", "")
+ARC_REDIS_URL = envstr("ARC_REDIS_URL", "")
+ARC_HOST = envstr("ARC_HOST", "127.0.0.1")
+ARC_PORT = envint("ARC_PORT", 6969, minimum=0, maximum=65535)
+ARC_ALLOW_REMOTE = envbool("ARC_ALLOW_REMOTE", False)
+ARC_PRESENCE_TTL_SEC = envint("ARC_PRESENCE_TTL_SEC", 120, minimum=5)
+ARC_MAX_BODY_CHARS = envint("ARC_MAX_BODY_CHARS", 128_000, minimum=1)
+ARC_MAX_ATTACHMENT_CHARS = envint("ARC_MAX_ATTACHMENT_CHARS", 256_000, minimum=1)
+ARC_MAX_ATTACHMENTS = envint("ARC_MAX_ATTACHMENTS", 32, minimum=0)
+ARC_MAX_QUERY_LIMIT = envint("ARC_MAX_QUERY_LIMIT", 500, minimum=1)
+# Arc's clients default to ./.arc-relay; so do we, so `ArcClient.over_relay(agent)` works unchanged.
+ARC_SPOOL_DIR = Path(envstr("ARC_SPOOL_DIR", str(Path.cwd() / ".arc-relay"))).expanduser().absolute()
+
+# Arc's request-body hard cap: the largest message a client may legitimately send
+# (body + every attachment at its cap) plus 64 KiB of JSON framing.
+ARC_MAX_REQUEST_BYTES = ARC_MAX_BODY_CHARS + ARC_MAX_ATTACHMENT_CHARS * ARC_MAX_ATTACHMENTS + 65_536
+
+
+def _secret_key(home: Path) -> str:
+    """Read the hub's SECRET_KEY from ARC_HOME, creating it (mode 0600) on first run."""
+    explicit = os.environ.get("DJANGO_SECRET_KEY")
+    if explicit:
+        return explicit
+    path = home / "secret_key"
+    try:
+        return path.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        pass
+    home.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_urlsafe(50)
+    # O_EXCL: if two processes race on first start, one writes and both read the same key.
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, stat.S_IRUSR | stat.S_IWUSR)
+    except FileExistsError:
+        return path.read_text(encoding="utf-8").strip()
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(key)
+    return key
+
+
+SECRET_KEY = _secret_key(ARC_HOME)
+DEBUG = envbool("ARC_DEBUG", False)
+ALLOWED_HOSTS = ["*"]  # access is decided per request by coordination.access (loopback / remote toggle)
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "channels",
+    "django_htmx",
+    "coordination",
+    "relay",
+    "dashboard",
+    "mcpserver",
+]
+
+MIDDLEWARE = [
+    "coordination.middleware.ArcEdgeMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",
+]
+
+ROOT_URLCONF = "arcsite.urls"
+APPEND_SLASH = False
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+ASGI_APPLICATION = "arcsite.asgi.application"
+
+
+def _database() -> dict[str, Any]:
+    if ARC_DATABASE_URL:
+        try:
+            config: dict[str, Any] = dict(dj_database_url.parse(ARC_DATABASE_URL, conn_max_age=0))
+        except Exception as exc:  # dj_database_url raises a bare ValueError-ish for unknown schemes
+            raise ImproperlyConfigured(f"ARC_DATABASE_URL is not a usable database URL: {exc}") from exc
+        if config.get("ENGINE") != "django.db.backends.postgresql":
+            raise ImproperlyConfigured("ARC_DATABASE_URL must be a postgres:// or postgresql:// URL")
+        test_name = os.environ.get("ARC_TEST_DATABASE_NAME")
+        if test_name:
+            config["TEST"] = {"NAME": test_name}
+        return config
+    ARC_HOME.mkdir(parents=True, exist_ok=True)
+    return {
+        "ENGINE": "django.db.backends.sqlite3",
+        "NAME": str(ARC_HOME / "arc.sqlite3"),
+        "OPTIONS": {
+            # Busy timeout (seconds) so concurrent writers wait instead of failing;
+            # BEGIN IMMEDIATE so a read-then-write transaction never deadlocks on upgrade;
+            # WAL + synchronous=NORMAL: readers never block the writer, a commit is one
+            # WAL append, and a process crash (kill -9) loses no committed transaction.
+            "timeout": 20,
+            "transaction_mode": "IMMEDIATE",
+            "init_command": (
+                "PRAGMA journal_mode=WAL;PRAGMA synchronous=NORMAL;"
+                "PRAGMA busy_timeout=20000;PRAGMA foreign_keys=ON"
+            ),
+        },
+        "TEST": {"NAME": os.environ.get("ARC_TEST_DATABASE_NAME") or None},
+    }
+
+
+DATABASES = {"default": _database()}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+if ARC_REDIS_URL:
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [ARC_REDIS_URL]},
+        }
+    }
+else:
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [],
+    "DEFAULT_PERMISSION_CLASSES": [],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": [],  # bodies are parsed by coordination.api.params (any content type, as Arc)
+    "EXCEPTION_HANDLER": "coordination.api.errors.arc_exception_handler",
+    "UNAUTHENTICATED_USER": None,
+}
+
+# The edge middleware answers 413 before Django reads a body past ARC_MAX_REQUEST_BYTES;
+# Django's own cap must not be lower than ours.
+DATA_UPLOAD_MAX_MEMORY_SIZE = ARC_MAX_REQUEST_BYTES + 1024
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = False
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = ARC_HOME / "static"
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "[arc %(asctime)s] %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "loggers": {
+        "arc": {"handlers": ["console"], "level": envstr("ARC_LOG_LEVEL", "INFO"), "propagate": False},
+        "django.request": {"handlers": ["console"], "level": "ERROR"},
+    },
+}

@@ -1,0 +1,24 @@
+from __future__ import annotations
+
+from django.contrib import admin
+from django.urls import include, path
+
+from coordination.api.envelope import error
+
+urlpatterns = [
+    path("v1/", include("coordination.api.urls")),
+    path("admin/", admin.site.urls),
+    path("", include("dashboard.urls")),
+]
+
+
+def _not_found(request: object, exception: Exception | None = None) -> object:
+    return error("not found", 404)
+
+
+def _server_error(request: object) -> object:
+    return error("internal error: the hub failed to handle this request; it has been logged", 500)
+
+
+handler404 = "arcsite.urls._not_found"
+handler500 = "arcsite.urls._server_error"

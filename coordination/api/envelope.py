@@ -1,0 +1,25 @@
+"""Arc's response envelopes: ``{"ok": true, "result": ...}`` and ``{"ok": false, "error": "..."}``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.http import JsonResponse
+
+from coordination.errors import ArcError
+
+
+def ok(result: Any, status: int = 200, **extra: Any) -> JsonResponse:
+    """A success envelope; ``extra`` adds top-level keys (Arc's ``acquired``, ``parent_completed``)."""
+    payload: dict[str, Any] = {"ok": True}
+    payload.update(extra)
+    payload["result"] = result
+    return JsonResponse(payload, status=status, json_dumps_params={"ensure_ascii": False})
+
+
+def error(message: str, status: int = 400) -> JsonResponse:
+    return JsonResponse({"ok": False, "error": message}, status=status, json_dumps_params={"ensure_ascii": False})
+
+
+def from_exception(exc: ArcError) -> JsonResponse:
+    return error(exc.message, exc.status)

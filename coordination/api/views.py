@@ -1,0 +1,205 @@
+"""The Arc v1 REST endpoints: parse → one service or selector call → envelope.
+
+Long-polls and the SSE stream are async views in ``coordination.api.streams``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.http import HttpResponse
+from rest_framework.request import Request
+from rest_framework.views import APIView
+
+from coordination import hub, selectors, services
+from coordination.api import serializers as s
+from coordination.api.envelope import ok
+from coordination.api.params import json_object, query_bool, query_limit, query_optional_int, query_since_id, query_str
+from coordination.errors import Invalid
+from coordination.models import Task
+
+
+class ArcView(APIView):
+    """DRF view with Arc's conventions: any content type, JSON object bodies, Arc envelopes."""
+
+    authentication_classes: list[Any] = []
+    permission_classes: list[Any] = []
+
+    def body(self, request: Request) -> dict[str, Any]:
+        return json_object(request.body)
+
+
+class SessionsView(ArcView):
+    def post(self, request: Request) -> HttpResponse:
+        data = s.SessionCreate.parse(self.body(request))
+        session = services.session_create(
+            agent_id=data["agent_id"],
+            display_name=data.get("display_name"),
+            capabilities=data.get("capabilities", []),
+            metadata=data.get("metadata"),
+            replace=data.get("replace", False),
+        )
+        return ok(session.as_wire(), 201)
+
+
+class SessionView(ArcView):
+    def delete(self, request: Request, session_id: str) -> HttpResponse:
+        services.session_close(session_id=session_id)
+        return ok({"session_id": session_id, "deleted": True})
+
+
+class AgentsView(ArcView):
+    def get(self, request: Request) -> HttpResponse:
+        services.sessions_prune_expired()
+        agents = selectors.agents_live(capability=query_str(request.query_params, "capability"))
+        return ok([a.as_wire() for a in agents])
+
+
+class ChannelsView(ArcView):
+    def get(self, request: Request) -> HttpResponse:
+        return ok([room.as_wire() for room in selectors.rooms_list()])
+
+    def post(self, request: Request) -> HttpResponse:
+        data = s.ChannelCreate.parse(self.body(request))
+        room, created = services.room_create(name=data["name"], created_by=data.get("created_by"), metadata=data.get("metadata"))
+        return ok(room.as_wire(), 201 if created else 200)
+
+
+class HubInfoView(ArcView):
+    def get(self, request: Request) -> HttpResponse:
+        return ok(hub.hub_info())
+
+
+class MessagePostView(ArcView):
+    """``POST /v1/messages``; ``GET`` is the long-poll in ``streams``."""
+
+    def post(self, request: Request) -> HttpResponse:
+        data = s.MessagePost.parse(self.body(request))
+        message = services.message_post(**data)
+        return ok(message.as_wire(), 201)
+
+
+class BootstrapView(ArcView):
+    def get(self, request: Request) -> HttpResponse:
+        agent_id = query_str(request.query_params, "agent_id")
+        if not agent_id:
+            raise Invalid("agent_id query parameter is required")
+        services.sessions_prune_expired()
+        return ok(selectors.bootstrap(agent_id=agent_id))
+
+
+class ThreadsView(ArcView):
+    def get(self, request: Request) -> HttpResponse:
+        return ok(selectors.threads_list())
+
+
+class ThreadView(ArcView):
+    def get(self, request: Request, thread_id: str) -> HttpResponse:
+        return ok(selectors.thread_detail(thread_id=thread_id))
+
+
+class InboxView(ArcView):
+    def get(self, request: Request, agent_id: str) -> HttpResponse:
+        q = request.query_params
+        messages = selectors.inbox(agent_id=agent_id, since_id=query_since_id(q), limit=query_limit(q))
+        return ok([m.as_wire() for m in messages])
+
+
+class ClaimsView(ArcView):
+    def get(self, request: Request) -> HttpResponse:
+        q = request.query_params
+        claims = selectors.claims_list(thread_id=query_str(q, "thread_id"), active_only=query_bool(q, "active_only"))
+        return ok([c.as_wire() for c in claims])
+
+    def post(self, request: Request) -> HttpResponse:
+        data = s.ClaimAcquire.parse(self.body(request))
+        claim, acquired = services.claim_acquire(**data)
+        return ok(claim.as_wire(), 201 if acquired else 200, acquired=acquired)
+
+
+class ClaimRefreshView(ArcView):
+    def post(self, request: Request) -> HttpResponse:
+        claim = services.claim_refresh(**s.ClaimRefresh.parse(self.body(request)))
+        return ok(claim.as_wire(), acquired=True)
+
+
+class ClaimReleaseView(ArcView):
+    def post(self, request: Request) -> HttpResponse:
+        claim = services.claim_release(**s.ClaimRelease.parse(self.body(request)))
+        return ok(claim.as_wire())
+
+
+class LocksView(ArcView):
+    def get(self, request: Request) -> HttpResponse:
+        q = request.query_params
+        locks = selectors.locks_list(agent_id=query_str(q, "agent_id"), active_only=query_bool(q, "active_only"))
+        return ok([lk.as_wire() for lk in locks])
+
+    def post(self, request: Request) -> HttpResponse:
+        lock, acquired = services.lock_acquire(**s.LockAcquire.parse(self.body(request)))
+        return ok(lock.as_wire(), 201 if acquired else 200, acquired=acquired)
+
+
+class LockRefreshView(ArcView):
+    def post(self, request: Request) -> HttpResponse:
+        lock = services.lock_refresh(**s.LockRefresh.parse(self.body(request)))
+        return ok(lock.as_wire(), acquired=True)
+
+
+class LockReleaseView(ArcView):
+    def post(self, request: Request) -> HttpResponse:
+        lock = services.lock_release(**s.LockRelease.parse(self.body(request)))
+        return ok(lock.as_wire())
+
+
+class TasksView(ArcView):
+    def get(self, request: Request) -> HttpResponse:
+        q = request.query_params
+        status = query_str(q, "status")
+        if status is not None and status not in Task.Status.values:
+            raise Invalid(f"status must be one of {', '.join(Task.Status.values)}")
+        tasks = selectors.tasks_list(
+            parent_id=query_optional_int(q, "parent_id"),
+            status=status,
+            channel=query_str(q, "channel"),
+            thread_id=query_str(q, "thread_id"),
+            assignee=query_str(q, "assignee"),
+        )
+        return ok([t.as_wire() for t in tasks])
+
+
+class TaskCompleteView(ArcView):
+    def post(self, request: Request, task_id: int) -> HttpResponse:
+        self.body(request)  # a malformed body is still an error, as in Arc
+        task, parent_completed = services.task_complete(task_id=task_id)
+        if parent_completed:
+            return ok(task.as_wire(), parent_completed=True)
+        return ok(task.as_wire())
+
+
+class NetworkView(ArcView):
+    def get(self, request: Request) -> HttpResponse:
+        return ok({"allow_remote": services.remote_allowed()})
+
+    def post(self, request: Request) -> HttpResponse:
+        data = s.NetworkToggle.parse(self.body(request))
+        if "allow_remote" in data:
+            services.network_set(allow_remote=data["allow_remote"])
+        return ok({"allow_remote": services.remote_allowed()})
+
+
+class ShutdownView(ArcView):
+    def get(self, request: Request) -> HttpResponse:
+        return ok(hub.shutdown.status())
+
+    def post(self, request: Request) -> HttpResponse:
+        data = s.ShutdownStart.parse(self.body(request))
+        status = hub.shutdown.start(data.get("delay_sec", 60))
+        return ok({"status": "shutdown_initiated", **(status or {})})
+
+
+class ShutdownCancelView(ArcView):
+    def post(self, request: Request) -> HttpResponse:
+        self.body(request)
+        hub.shutdown.cancel()
+        return ok({"status": "shutdown_cancelled"})

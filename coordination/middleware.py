@@ -1,0 +1,143 @@
+"""The hub's edge: what every request passes before any view.
+
+``BodyLimit`` is ASGI middleware around the whole app: it answers 413 from the
+``Content-Length`` header (or as soon as a chunked body passes the cap) without
+reading the rest. ``ArcEdgeMiddleware`` is Django middleware: it refuses
+non-loopback clients while remote access is off and stamps ``X-Arc-Instance``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse
+
+from coordination import hub, services
+from coordination.api import envelope
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+def is_loopback(address: str | None) -> bool:
+    if not address:
+        return False
+    try:
+        return ipaddress.ip_address(address.split("%", 1)[0]).is_loopback
+    except ValueError:
+        return False
+
+
+class BodyLimit:
+    """Reject request bodies over ``ARC_MAX_REQUEST_BYTES`` with 413, reading no more than the cap."""
+
+    def __init__(self, app: Callable[[Scope, Receive, Send], Awaitable[None]], limit: int | None = None) -> None:
+        self.app = app
+        self.limit = limit if limit is not None else settings.ARC_MAX_REQUEST_BYTES
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = _content_length(scope)
+        if declared == -1:
+            await _reply(send, 400, "Content-Length must be a non-negative integer")
+            return
+        if declared is not None and declared > self.limit:
+            await _reply(send, 413, f"request body exceeds max size ({self.limit} bytes)")
+            return
+        seen = 0
+        too_large = False
+
+        async def counted_receive() -> dict[str, Any]:
+            nonlocal seen, too_large
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    too_large = True
+                    # Stop the app reading further: it sees a disconnect, we answer 413.
+                    return {"type": "http.disconnect"}
+            return message
+
+        if declared is not None:
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracked_send(message: dict[str, Any]) -> None:
+            nonlocal started
+            if too_large:
+                return
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        await self.app(scope, counted_receive, tracked_send)
+        if too_large and not started:
+            await _reply(send, 413, f"request body exceeds max size ({self.limit} bytes)")
+
+
+def _content_length(scope: Scope) -> int | None:
+    """The declared body length; ``None`` when absent, ``-1`` when not a valid number."""
+    for name, value in scope.get("headers", []):
+        if name == b"content-length":
+            try:
+                length = int(value)
+            except ValueError:
+                return -1
+            return length if length >= 0 else -1
+    return None
+
+
+async def _reply(send: Send, status: int, message: str) -> None:
+    body = json.dumps({"ok": False, "error": message}).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), (b"connection", b"close")],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+class ArcEdgeMiddleware:
+    """Refuse remote clients unless remote access is on; add ``X-Arc-Instance`` to every response."""
+
+    sync_capable = True
+    async_capable = True
+
+    def __init__(self, get_response: Callable[[HttpRequest], Any]) -> None:
+        self.get_response = get_response
+        self.is_async = iscoroutinefunction(get_response)
+        if self.is_async:
+            markcoroutinefunction(self)
+
+    def __call__(self, request: HttpRequest) -> Any:
+        if self.is_async:
+            return self._acall(request)
+        refusal = self._refusal(request)
+        response = refusal or self.get_response(request)
+        response["X-Arc-Instance"] = hub.instance_id()
+        return response
+
+    async def _acall(self, request: HttpRequest) -> HttpResponse:
+        refusal = None if is_loopback(request.META.get("REMOTE_ADDR")) else await sync_to_async(self._refusal)(request)
+        response: HttpResponse = refusal or await self.get_response(request)
+        response["X-Arc-Instance"] = hub.cached_instance_id() or await sync_to_async(hub.instance_id)()
+        return response
+
+    @staticmethod
+    def _refusal(request: HttpRequest) -> HttpResponse | None:
+        if is_loopback(request.META.get("REMOTE_ADDR")) or services.remote_allowed():
+            return None
+        return envelope.error(
+            "remote access is off: this hub serves loopback clients only (an admin can turn it on with POST /v1/network)",
+            403,
+        )

@@ -1,0 +1,329 @@
+"""The hub's data model.
+
+Arc v1 names are kept where they reach the wire: a ``Room`` is an Arc *channel*
+(``name`` is its key), a ``Session`` is an agent's presence, a ``Task`` shares its
+id with the message that created it. Agent ids are plain strings, as in Arc: an
+agent exists once it has a session or has posted.
+
+Writes go through ``coordination.services``; reusable reads are QuerySet methods
+here, joined reads live in ``coordination.selectors``.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+
+def iso(value: datetime | None) -> str | None:
+    """Arc's wire timestamp: ISO 8601 UTC, seconds precision, ``Z`` suffix."""
+    if value is None:
+        return None
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class Room(models.Model):
+    """A named message stream (an Arc *channel* on the wire)."""
+
+    name = models.CharField(primary_key=True, max_length=200)
+    created_at = models.DateTimeField(default=timezone.now)
+    created_by = models.CharField(max_length=200, null=True, blank=True)
+    metadata = models.JSONField(default=dict, blank=True)
+    # Room lifecycle (SPEC section 2): a closed room refuses posts until reopened.
+    closed_at = models.DateTimeField(null=True, blank=True)
+    closed_by = models.CharField(max_length=200, null=True, blank=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def as_wire(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "created_at": iso(self.created_at),
+            "created_by": self.created_by,
+            "metadata": self.metadata,
+        }
+
+
+class SessionQuerySet(models.QuerySet["Session"]):
+    def live(self, ttl_sec: int, now: datetime | None = None) -> SessionQuerySet:
+        cutoff = (now or timezone.now()) - timedelta(seconds=ttl_sec)
+        return self.filter(active=True, last_seen__gte=cutoff)
+
+    def stale(self, ttl_sec: int, now: datetime | None = None) -> SessionQuerySet:
+        cutoff = (now or timezone.now()) - timedelta(seconds=ttl_sec)
+        return self.filter(active=True, last_seen__lt=cutoff)
+
+
+class Session(models.Model):
+    """An agent's presence. At most one active session per agent id."""
+
+    session_id = models.CharField(primary_key=True, max_length=64)
+    agent_id = models.CharField(max_length=200)
+    display_name = models.CharField(max_length=200)
+    capabilities = models.JSONField(default=list, blank=True)
+    metadata = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    last_seen = models.DateTimeField(default=timezone.now)
+    active = models.BooleanField(default=True)
+
+    objects = SessionQuerySet.as_manager()
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["agent_id"]),
+            models.Index(fields=["active", "last_seen"]),
+        ]
+        constraints = [
+            # The database, not a read-then-write, enforces one active session per agent.
+            models.UniqueConstraint(
+                fields=["agent_id"], condition=Q(active=True), name="one_active_session_per_agent"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.agent_id} ({self.session_id})"
+
+    def as_wire(self) -> dict[str, Any]:
+        return {
+            "session_id": self.session_id,
+            "agent_id": self.agent_id,
+            "display_name": self.display_name,
+            "capabilities": self.capabilities,
+            "metadata": self.metadata,
+            "created_at": iso(self.created_at),
+            "last_seen": iso(self.last_seen),
+            "active": self.active,
+        }
+
+
+class Message(models.Model):
+    """A message in a room, or a direct message when ``to_agent`` is set."""
+
+    class Kind(models.TextChoices):
+        CHAT = "chat"
+        NOTICE = "notice"
+        TASK = "task"
+        CLAIM = "claim"
+        RELEASE = "release"
+        ARTIFACT = "artifact"
+        TASK_REQUEST = "task_request"
+        TASK_RESULT = "task_result"
+        STATUS_UPDATE = "status_update"
+        CODE_REVIEW = "code_review"
+
+    class Priority(models.TextChoices):
+        LOW = "low"
+        NORMAL = "normal"
+        HIGH = "high"
+        CRITICAL = "critical"
+
+    id = models.BigAutoField(primary_key=True)
+    ts = models.DateTimeField(default=timezone.now)
+    from_agent = models.CharField(max_length=200)
+    to_agent = models.CharField(max_length=200, null=True, blank=True)
+    # Not a foreign key: Arc lets a direct message name any channel (default "direct").
+    channel = models.CharField(max_length=200)
+    kind = models.CharField(max_length=32, choices=Kind.choices, default=Kind.CHAT)
+    body = models.TextField(blank=True, default="")
+    attachments = models.JSONField(default=list, blank=True)
+    reply_to = models.BigIntegerField(null=True, blank=True)
+    thread_id = models.CharField(max_length=200, null=True, blank=True)
+    metadata = models.JSONField(default=dict, blank=True)
+    # Extensions (SPEC section 2): delivery priority, expiry, reply etiquette.
+    priority = models.CharField(max_length=16, choices=Priority.choices, default=Priority.NORMAL)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    expects_reply = models.CharField(max_length=200, default="none")
+    reply_claimed_by = models.CharField(max_length=200, null=True, blank=True)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["channel", "id"]),
+            models.Index(fields=["to_agent", "id"]),
+            models.Index(fields=["thread_id", "id"]),
+        ]
+
+    def __str__(self) -> str:
+        return f"#{self.id} {self.from_agent} → {self.to_agent or self.channel}"
+
+    def as_wire(self) -> dict[str, Any]:
+        wire: dict[str, Any] = {
+            "id": self.id,
+            "ts": iso(self.ts),
+            "from_agent": self.from_agent,
+            "to_agent": self.to_agent,
+            "channel": self.channel,
+            "kind": self.kind,
+            "body": self.body,
+            "attachments": self.attachments,
+            "reply_to": self.reply_to,
+            "thread_id": self.thread_id,
+            "metadata": self.metadata,
+        }
+        # Extension fields appear only when set, so Arc-shaped messages stay Arc-shaped.
+        if self.priority != Message.Priority.NORMAL:
+            wire["priority"] = self.priority
+        if self.expires_at is not None:
+            wire["expires_at"] = iso(self.expires_at)
+        if self.expects_reply != "none":
+            wire["expects_reply"] = self.expects_reply
+            wire["reply_claimed_by"] = self.reply_claimed_by
+        return wire
+
+
+class LeaseQuerySet(models.QuerySet[Any]):
+    """Shared reads for leases that are active until released or expired (claims, locks)."""
+
+    def active(self, now: datetime | None = None) -> LeaseQuerySet:
+        return self.filter(released_at__isnull=True, expires_at__gte=now or timezone.now())
+
+
+class Claim(models.Model):
+    """Atomic ownership of a unit of work, with a TTL."""
+
+    claim_key = models.CharField(primary_key=True, max_length=300)
+    thread_id = models.CharField(max_length=200, null=True, blank=True)
+    task_message_id = models.BigIntegerField(null=True, blank=True)
+    owner_agent_id = models.CharField(max_length=200)
+    claimed_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField()
+    released_at = models.DateTimeField(null=True, blank=True)
+    metadata = models.JSONField(default=dict, blank=True)
+
+    objects = LeaseQuerySet.as_manager()
+
+    class Meta:
+        indexes = [models.Index(fields=["thread_id"]), models.Index(fields=["owner_agent_id"])]
+
+    def __str__(self) -> str:
+        return self.claim_key
+
+    def is_active(self, now: datetime | None = None) -> bool:
+        return self.released_at is None and self.expires_at >= (now or timezone.now())
+
+    def as_wire(self) -> dict[str, Any]:
+        return {
+            "claim_key": self.claim_key,
+            "thread_id": self.thread_id,
+            "task_message_id": self.task_message_id,
+            "owner_agent_id": self.owner_agent_id,
+            "claimed_at": iso(self.claimed_at),
+            "expires_at": iso(self.expires_at),
+            "released_at": iso(self.released_at),
+            "metadata": self.metadata,
+        }
+
+
+class Lock(models.Model):
+    """An advisory lock on a file path, with a TTL."""
+
+    file_path = models.CharField(primary_key=True, max_length=1000)
+    agent_id = models.CharField(max_length=200)
+    locked_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField()
+    released_at = models.DateTimeField(null=True, blank=True)
+    metadata = models.JSONField(default=dict, blank=True)
+
+    objects = LeaseQuerySet.as_manager()
+
+    class Meta:
+        indexes = [models.Index(fields=["agent_id"])]
+
+    def __str__(self) -> str:
+        return self.file_path
+
+    def is_active(self, now: datetime | None = None) -> bool:
+        return self.released_at is None and self.expires_at >= (now or timezone.now())
+
+    def as_wire(self) -> dict[str, Any]:
+        return {
+            "file_path": self.file_path,
+            "agent_id": self.agent_id,
+            "locked_at": iso(self.locked_at),
+            "expires_at": iso(self.expires_at),
+            "released_at": iso(self.released_at),
+            "metadata": self.metadata,
+        }
+
+
+class Task(models.Model):
+    """A unit of work; its id is the id of the ``task``/``task_request`` message that made it."""
+
+    class Status(models.TextChoices):
+        OPEN = "open"
+        IN_PROGRESS = "in_progress"
+        DONE = "done"
+        FAILED = "failed"
+        TIMEOUT = "timeout"
+
+    UNFINISHED = (Status.OPEN, Status.IN_PROGRESS)
+
+    task_id = models.BigIntegerField(primary_key=True)
+    parent = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="subtasks", db_column="parent_task_id"
+    )
+    channel = models.CharField(max_length=200)
+    thread_id = models.CharField(max_length=200, null=True, blank=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.OPEN)
+    created_at = models.DateTimeField(default=timezone.now)
+    completed_at = models.DateTimeField(null=True, blank=True)
+    # Extensions (SPEC section 2): who asked, who does it, by when, and why it failed.
+    requester = models.CharField(max_length=200, null=True, blank=True)
+    assignee = models.CharField(max_length=200, null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    deadline = models.DateTimeField(null=True, blank=True)
+    failure_reason = models.TextField(null=True, blank=True)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["status"]),
+            models.Index(fields=["thread_id"]),
+            models.Index(fields=["assignee", "status"]),
+        ]
+
+    def __str__(self) -> str:
+        return f"task {self.task_id} ({self.status})"
+
+    def as_wire(self) -> dict[str, Any]:
+        wire: dict[str, Any] = {
+            "task_id": self.task_id,
+            "parent_task_id": self.parent_id,
+            "channel": self.channel,
+            "thread_id": self.thread_id,
+            "status": self.status,
+            "created_at": iso(self.created_at),
+            "completed_at": iso(self.completed_at),
+        }
+        for name in ("requester", "assignee"):
+            value = getattr(self, name)
+            if value is not None:
+                wire[name] = value
+        if self.started_at is not None:
+            wire["started_at"] = iso(self.started_at)
+        if self.deadline is not None:
+            wire["deadline"] = iso(self.deadline)
+        if self.failure_reason is not None:
+            wire["failure_reason"] = self.failure_reason
+        return wire
+
+
+class HubState(models.Model):
+    """One row of hub-wide state shared by every worker process on this database."""
+
+    id = models.PositiveSmallIntegerField(primary_key=True, default=1)
+    created_at = models.DateTimeField(default=timezone.now)
+    birth_marker = models.CharField(max_length=64)
+    allow_remote = models.BooleanField(default=False)
+    allow_remote_set = models.BooleanField(
+        default=False, help_text="True once the network toggle was used; then it wins over ARC_ALLOW_REMOTE."
+    )
+
+    def __str__(self) -> str:
+        return f"hub born {iso(self.created_at)}"

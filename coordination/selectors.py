@@ -1,0 +1,206 @@
+"""Reads that the API (and later the dashboard and MCP tools) share.
+
+Each returns model instances or plain dicts in the Arc wire shape; none writes.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+from django.conf import settings
+from django.db.models import Max, Q, QuerySet
+from django.utils import timezone
+
+from coordination.errors import NotFound
+from coordination.models import Claim, Lock, Message, Room, Session, Task, iso
+
+
+def room_get(name: str) -> Room:
+    room = Room.objects.filter(pk=name).first()
+    if room is None:
+        raise NotFound("channel not found")
+    return room
+
+
+def rooms_list() -> list[Room]:
+    return list(Room.objects.order_by("name"))
+
+
+def agents_live(*, capability: str | None = None) -> list[Session]:
+    agents = list(Session.objects.live(settings.ARC_PRESENCE_TTL_SEC).order_by("agent_id"))
+    if capability:
+        agents = [a for a in agents if capability in (a.capabilities or [])]
+    return agents
+
+
+def messages_in_room(*, channel: str, since_id: int = 0, limit: int = 100) -> list[Message]:
+    """Broadcast messages of a room (direct messages are never listed here)."""
+    return list(Message.objects.filter(channel=channel, to_agent__isnull=True, id__gt=since_id).order_by("id")[:limit])
+
+
+def messages_in_thread(*, thread_id: str, channel: str | None = None, since_id: int = 0, limit: int = 100) -> list[Message]:
+    rows = Message.objects.filter(thread_id=thread_id, to_agent__isnull=True, id__gt=since_id)
+    if channel:
+        rows = rows.filter(channel=channel)
+    return list(rows.order_by("id")[:limit])
+
+
+def messages_visible_to(
+    *,
+    agent_id: str,
+    since_id: int = 0,
+    limit: int = 100,
+    channel: str | None = None,
+    thread_id: str | None = None,
+    exclude_self: bool = False,
+) -> list[Message]:
+    """Arc's event feed: broadcast messages plus direct messages to ``agent_id``."""
+    rows = Message.objects.filter(Q(to_agent__isnull=True) | Q(to_agent=agent_id), id__gt=since_id)
+    if channel is not None:
+        rows = rows.filter(channel=channel)
+    if thread_id is not None:
+        rows = rows.filter(thread_id=thread_id)
+    if exclude_self:
+        rows = rows.exclude(from_agent=agent_id)
+    return list(rows.order_by("id")[:limit])
+
+
+def inbox(*, agent_id: str, since_id: int = 0, limit: int = 100) -> list[Message]:
+    return list(Message.objects.filter(to_agent=agent_id, id__gt=since_id).order_by("id")[:limit])
+
+
+def bootstrap(*, agent_id: str) -> dict[str, Any]:
+    session = Session.objects.filter(agent_id=agent_id, active=True).order_by("-created_at").first()
+    latest = Message.objects.filter(Q(to_agent__isnull=True) | Q(to_agent=agent_id)).aggregate(mx=Max("id"))["mx"]
+    return {
+        "agent_id": agent_id,
+        "session": session.as_wire() if session else None,
+        "latest_visible_id": int(latest or 0),
+        "live_agents": [s.as_wire() for s in agents_live()],
+        "default_channel": "general",
+    }
+
+
+def claims_list(*, thread_id: str | None = None, active_only: bool = False) -> list[Claim]:
+    rows: QuerySet[Claim] = Claim.objects.active() if active_only else Claim.objects.all()
+    if thread_id is not None:
+        rows = rows.filter(thread_id=thread_id)
+    return list(rows.order_by("claimed_at", "claim_key"))
+
+
+def locks_list(*, agent_id: str | None = None, active_only: bool = False) -> list[Lock]:
+    rows: QuerySet[Lock] = Lock.objects.active() if active_only else Lock.objects.all()
+    if agent_id is not None:
+        rows = rows.filter(agent_id=agent_id)
+    return list(rows.order_by("locked_at", "file_path"))
+
+
+def tasks_list(
+    *,
+    parent_id: int | None = None,
+    status: str | None = None,
+    channel: str | None = None,
+    thread_id: str | None = None,
+    assignee: str | None = None,
+) -> list[Task]:
+    rows = Task.objects.all()
+    if parent_id is not None:
+        rows = rows.filter(parent_id=parent_id)
+    if status is not None:
+        rows = rows.filter(status=status)
+    if channel is not None:
+        rows = rows.filter(channel=channel)
+    if thread_id is not None:
+        rows = rows.filter(thread_id=thread_id)
+    if assignee is not None:
+        rows = rows.filter(assignee=assignee)
+    return list(rows.order_by("task_id"))
+
+
+# ── Threads ───────────────────────────────────────────────────────────────
+
+
+def _thread_locks(thread_ids: set[str] | None = None) -> dict[str, list[Lock]]:
+    """Locks grouped by ``metadata.thread_id`` (Arc scopes locks to threads through metadata)."""
+    grouped: dict[str, list[Lock]] = defaultdict(list)
+    for lock in Lock.objects.filter(metadata__has_key="thread_id").order_by("locked_at", "file_path"):
+        tid = lock.metadata.get("thread_id") if isinstance(lock.metadata, dict) else None
+        if tid is None:
+            continue
+        tid = str(tid)
+        if thread_ids is None or tid in thread_ids:
+            grouped[tid].append(lock)
+    return grouped
+
+
+def _summary(thread_id: str, messages: list[Message], tasks: list[Task], claims: list[Claim], locks: list[Lock]) -> dict[str, Any]:
+    now = timezone.now()
+    latest = messages[-1] if messages else None
+    artifact_ids = [m.id for m in messages if m.kind == Message.Kind.ARTIFACT]
+    roots = sorted((t for t in tasks if t.parent_id is None), key=lambda t: t.task_id)
+    unfinished = sum(1 for t in tasks if t.status in Task.UNFINISHED)
+    active_claims = sum(1 for c in claims if c.is_active(now))
+    active_locks = sum(1 for lk in locks if lk.is_active(now))
+    if tasks and all(t.status == Task.Status.DONE for t in tasks):
+        status = "completed"
+    elif active_claims or active_locks:
+        status = "open"
+    else:
+        status = "waiting"
+    channel = roots[0].channel if roots else (messages[0].channel if messages else (tasks[0].channel if tasks else None))
+    return {
+        "thread_id": thread_id,
+        "channel": channel,
+        "root_task_id": roots[0].task_id if roots else None,
+        "latest_message_id": latest.id if latest else None,
+        "latest_message_ts": iso(latest.ts) if latest else None,
+        "latest_artifact_id": max(artifact_ids) if artifact_ids else None,
+        "message_count": len(messages),
+        "total_task_count": len(tasks),
+        "open_task_count": unfinished,
+        "active_claim_count": active_claims,
+        "active_lock_count": active_locks,
+        "status": status,
+    }
+
+
+def threads_list() -> list[dict[str, Any]]:
+    """One summary per thread, newest activity first (Arc's order)."""
+    ids: set[str] = set()
+    for model in (Message, Task, Claim):
+        ids.update(model.objects.filter(thread_id__isnull=False).values_list("thread_id", flat=True).distinct())
+    messages: dict[str, list[Message]] = defaultdict(list)
+    for message in Message.objects.filter(thread_id__isnull=False).order_by("id"):
+        messages[str(message.thread_id)].append(message)
+    tasks: dict[str, list[Task]] = defaultdict(list)
+    for task in Task.objects.filter(thread_id__isnull=False).order_by("task_id"):
+        tasks[str(task.thread_id)].append(task)
+    claims: dict[str, list[Claim]] = defaultdict(list)
+    for claim in Claim.objects.filter(thread_id__isnull=False).order_by("claimed_at"):
+        claims[str(claim.thread_id)].append(claim)
+    locks = _thread_locks(ids)
+    summaries = [_summary(tid, messages[tid], tasks[tid], claims[tid], locks.get(tid, [])) for tid in ids]
+    summaries.sort(key=lambda s: (s["latest_message_id"] if s["latest_message_id"] is not None else -1, s["thread_id"]), reverse=True)
+    return summaries
+
+
+def thread_detail(*, thread_id: str) -> dict[str, Any]:
+    messages = list(Message.objects.filter(thread_id=thread_id).order_by("id"))
+    tasks = list(Task.objects.filter(thread_id=thread_id).order_by("task_id"))
+    claims = list(Claim.objects.filter(thread_id=thread_id).order_by("claimed_at"))
+    locks = _thread_locks({thread_id}).get(thread_id, [])
+    if not (messages or tasks or claims or locks):
+        raise NotFound("thread not found")
+    return {
+        "thread": _summary(thread_id, messages, tasks, claims, locks),
+        "messages": [m.as_wire() for m in messages],
+        "tasks": [t.as_wire() for t in tasks],
+        "claims": [c.as_wire() for c in claims],
+        "locks": [lk.as_wire() for lk in locks],
+    }
+
+
+def messages_recent(*, limit: int = 50) -> list[Message]:
+    """The newest messages of the whole hub, newest first (for the humans' overview)."""
+    return list(Message.objects.order_by("-id")[:limit])

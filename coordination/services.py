@@ -1,0 +1,580 @@
+"""Every state change of the hub, one function each (``<entity>_<verb>``).
+
+REST views, WebSocket consumers, MCP tools, the relay, the dashboard and the
+management commands all call these; none of them writes models itself.
+
+Races are decided here, by the database: a conditional ``UPDATE ... WHERE``
+whose row count picks the winner, a unique constraint, or a row lock. That
+holds on SQLite (one writer at a time, ``BEGIN IMMEDIATE``) and on PostgreSQL
+(``READ COMMITTED``, where a blocked ``UPDATE`` re-checks its ``WHERE``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from collections.abc import Iterable
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import IntegrityError, connection, transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from coordination.errors import Conflict, Invalid, NotFound
+from coordination.models import Claim, HubState, Lock, Message, Room, Session, Task
+
+log = logging.getLogger("arc.services")
+
+DEFAULT_ROOMS = ("general", "direct")
+SYSTEM_AGENT = "system"
+INLINE_ATTACHMENTS = {"text", "json", "code"}
+REFERENCE_ATTACHMENTS = {"file_ref", "diff_ref"}
+EXPECTS_REPLY_KEYWORDS = {"none", "anyone"}
+MIN_TTL_SEC = 5
+
+# PostgreSQL hands out sequence values at INSERT but makes rows visible at COMMIT,
+# so two concurrent posts can become visible out of id order and a `since_id`
+# poller would skip the earlier one. One transaction-scoped advisory lock around
+# the insert makes commit order equal id order. (SQLite has one writer anyway.)
+_MESSAGE_ORDER_LOCK = 0x41524331  # "ARC1"
+
+
+# ── Sessions and presence ─────────────────────────────────────────────────
+
+
+def session_create(
+    *,
+    agent_id: str,
+    display_name: str | None = None,
+    capabilities: Iterable[str] = (),
+    metadata: dict[str, Any] | None = None,
+    replace: bool = False,
+) -> Session:
+    """Open the agent's one active session.
+
+    An active, fresh session makes this a ``Conflict`` unless ``replace``; a stale
+    one (older than the presence TTL) is replaced either way, as in Arc.
+    """
+    agent_id = _required(agent_id, "agent_id")
+    ttl = timedelta(seconds=settings.ARC_PRESENCE_TTL_SEC)
+    for _attempt in range(5):
+        now = timezone.now()
+        try:
+            with transaction.atomic():
+                current = Session.objects.filter(agent_id=agent_id, active=True).first()
+                if current is not None:
+                    if current.last_seen >= now - ttl and not replace:
+                        raise Conflict("agent_id already has an active session")
+                    Session.objects.filter(pk=current.pk, active=True).update(active=False)
+                return Session.objects.create(
+                    session_id=str(uuid.uuid4()),
+                    agent_id=agent_id,
+                    display_name=display_name or agent_id,
+                    capabilities=list(capabilities),
+                    metadata=dict(metadata or {}),
+                    created_at=now,
+                    last_seen=now,
+                    active=True,
+                )
+        except IntegrityError:
+            # Another request opened a session for this agent between our read and
+            # insert (the partial unique index refused ours): look again.
+            continue
+    raise Conflict("agent_id already has an active session")
+
+
+def session_close(*, session_id: str) -> Session:
+    updated = Session.objects.filter(pk=session_id, active=True).update(active=False)
+    if not updated:
+        raise NotFound("session not found")
+    return Session.objects.get(pk=session_id)
+
+
+def session_touch(*, agent_id: str) -> None:
+    """Refresh the agent's presence. Skips the write when it was refreshed this second."""
+    now = timezone.now()
+    Session.objects.filter(agent_id=agent_id, active=True, last_seen__lt=now - timedelta(seconds=1)).update(
+        last_seen=now
+    )
+
+
+def sessions_prune_expired() -> list[Session]:
+    """Deactivate sessions past the presence TTL and release their work.
+
+    For each session this call deactivates (a conditional update, so two workers
+    never both recover the same agent), the agent's active claims and locks are
+    released and a recovery ``notice`` is posted for each, as Arc does.
+    """
+    ttl = settings.ARC_PRESENCE_TTL_SEC
+    expired: list[Session] = []
+    for candidate in list(Session.objects.stale(ttl)):
+        with transaction.atomic():
+            cutoff = timezone.now() - timedelta(seconds=ttl)
+            won = Session.objects.filter(pk=candidate.pk, active=True, last_seen__lt=cutoff).update(active=False)
+            if not won:
+                continue
+            candidate.active = False
+            expired.append(candidate)
+            _recover_work_of(candidate.agent_id)
+        log.info("session expired: agent=%s session=%s", candidate.agent_id, candidate.session_id)
+    return expired
+
+
+def _recover_work_of(agent_id: str) -> None:
+    now = timezone.now()
+    for claim in Claim.objects.active(now).filter(owner_agent_id=agent_id):
+        if Claim.objects.filter(pk=claim.pk, owner_agent_id=agent_id, released_at__isnull=True).update(released_at=now):
+            message_post(
+                from_agent=SYSTEM_AGENT,
+                channel=_thread_room(claim.thread_id),
+                kind="notice",
+                body=f"Recovered stale claim {claim.claim_key} from {agent_id}. Work is available for pickup.",
+                reply_to=claim.task_message_id,
+                thread_id=claim.thread_id,
+                metadata={
+                    "recovery": True,
+                    "stale_agent_id": agent_id,
+                    "claim_key": claim.claim_key,
+                    "task_message_id": claim.task_message_id,
+                },
+                touch=False,
+            )
+    for lock in Lock.objects.active(now).filter(agent_id=agent_id):
+        if Lock.objects.filter(pk=lock.pk, agent_id=agent_id, released_at__isnull=True).update(released_at=now):
+            thread_id = lock.metadata.get("thread_id") if isinstance(lock.metadata, dict) else None
+            thread_id = None if thread_id is None else str(thread_id)
+            fallback = lock.metadata.get("channel") if isinstance(lock.metadata, dict) else None
+            message_post(
+                from_agent=SYSTEM_AGENT,
+                channel=_thread_room(thread_id, fallback=str(fallback) if fallback else "general"),
+                kind="notice",
+                body=f"Recovered stale lock on {lock.file_path} from {agent_id}. The file is available for pickup.",
+                thread_id=thread_id,
+                metadata={"recovery": True, "stale_agent_id": agent_id, "file_path": lock.file_path},
+                touch=False,
+            )
+
+
+def _thread_room(thread_id: str | None, *, fallback: str = "general") -> str:
+    """The room a thread lives in: its root task's, else its first message's (Arc's rule)."""
+    if thread_id:
+        root = Task.objects.filter(thread_id=thread_id, parent__isnull=True).order_by("task_id").first()
+        if root is not None:
+            return root.channel
+        first = Message.objects.filter(thread_id=thread_id).order_by("id").only("channel").first()
+        if first is not None:
+            return first.channel
+    if not Room.objects.filter(pk=fallback).exists():
+        return "general"
+    return fallback
+
+
+# ── Rooms ─────────────────────────────────────────────────────────────────
+
+
+def room_create(*, name: str, created_by: str | None = None, metadata: dict[str, Any] | None = None) -> tuple[Room, bool]:
+    """Create a room; an existing room is returned unchanged with ``created=False``."""
+    name = _required(name, "name")
+    if len(name) > 200:
+        raise Invalid("name must be at most 200 characters")
+    existing = Room.objects.filter(pk=name).first()
+    if existing is not None:
+        return existing, False
+    try:
+        with transaction.atomic():
+            return Room.objects.create(name=name, created_by=created_by, metadata=dict(metadata or {})), True
+    except IntegrityError:
+        return Room.objects.get(pk=name), False
+
+
+def rooms_ensure_defaults() -> None:
+    for name in DEFAULT_ROOMS:
+        Room.objects.get_or_create(name=name, defaults={"created_by": SYSTEM_AGENT})
+
+
+# ── Messages ──────────────────────────────────────────────────────────────
+
+
+def message_post(
+    *,
+    from_agent: str,
+    to_agent: str | None = None,
+    channel: str | None = None,
+    kind: str = "chat",
+    body: str = "",
+    attachments: list[Any] | None = None,
+    reply_to: int | None = None,
+    thread_id: str | None = None,
+    metadata: dict[str, Any] | None = None,
+    parent_task_id: int | None = None,
+    priority: str = Message.Priority.NORMAL,
+    ttl_sec: int | None = None,
+    expects_reply: str = "none",
+    touch: bool = True,
+) -> Message:
+    """Post a message and apply its side effects in one transaction.
+
+    ``task``/``task_request`` messages register a task (optionally under
+    ``parent_task_id``); a ``task_result`` replying to an unfinished task finishes
+    it (``metadata.success: false`` fails it); the sender's presence is refreshed.
+    """
+    from_agent = _required(from_agent, "from_agent")
+    to_agent = (to_agent.strip() or None) if to_agent is not None else None
+    room = (channel or ("direct" if to_agent else "general")).strip()
+    if not room:
+        raise Invalid("channel must be non-empty")
+    kind = (kind or "chat").strip().lower()
+    if kind not in Message.Kind.values:
+        raise Invalid(f"unsupported kind: {kind} (one of {', '.join(Message.Kind.values)})")
+    if priority not in Message.Priority.values:
+        raise Invalid(f"priority must be one of {', '.join(Message.Priority.values)}")
+    if len(body) > settings.ARC_MAX_BODY_CHARS:
+        raise Invalid(f"body exceeds max size ({settings.ARC_MAX_BODY_CHARS} characters)")
+    normalized = _attachments_normalize(attachments or [])
+    if not body and not normalized:
+        raise Invalid("body or attachments is required")
+    if ttl_sec is not None and ttl_sec < 1:
+        raise Invalid("ttl_sec must be at least 1")
+    expects_reply = (expects_reply or "none").strip() or "none"
+    meta = dict(metadata or {})
+
+    with transaction.atomic():
+        if to_agent is None and not Room.objects.filter(pk=room).exists():
+            raise Invalid(f"channel does not exist: {room}")
+        parent = None
+        if parent_task_id is not None:
+            parent = Task.objects.filter(pk=parent_task_id).first()
+            if parent is None:
+                raise Invalid("parent_task_id references unknown task")
+        finishes = _task_finished_by(kind, reply_to, meta)
+        if finishes is not None:
+            meta["task_completed" if finishes[1] else "task_failed"] = finishes[0].task_id
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_MESSAGE_ORDER_LOCK])
+        now = timezone.now()
+        message = Message.objects.create(
+            ts=now,
+            from_agent=from_agent,
+            to_agent=to_agent,
+            channel=room,
+            kind=kind,
+            body=body,
+            attachments=normalized,
+            reply_to=reply_to,
+            thread_id=thread_id,
+            metadata=meta,
+            priority=priority,
+            expires_at=now + timedelta(seconds=ttl_sec) if ttl_sec is not None else None,
+            expects_reply=expects_reply,
+        )
+        if kind in (Message.Kind.TASK, Message.Kind.TASK_REQUEST):
+            Task.objects.create(
+                task_id=message.id,
+                parent=parent,
+                channel=room,
+                thread_id=thread_id,
+                created_at=now,
+                requester=from_agent,
+                assignee=to_agent if kind == Message.Kind.TASK_REQUEST else None,
+                deadline=message.expires_at,
+            )
+        if finishes is not None:
+            task, success = finishes
+            if success:
+                task_complete(task_id=task.task_id)
+            else:
+                task_fail(task_id=task.task_id, reason=str(meta.get("error") or message.body or "task_result failed"))
+        if touch:
+            session_touch(agent_id=from_agent)
+    return message
+
+
+def _task_finished_by(kind: str, reply_to: int | None, metadata: dict[str, Any]) -> tuple[Task, bool] | None:
+    """The unfinished task a ``task_result`` finishes, and whether it succeeded."""
+    if kind != Message.Kind.TASK_RESULT or reply_to is None:
+        return None
+    task = Task.objects.filter(pk=reply_to, status__in=Task.UNFINISHED).first()
+    if task is None or not Message.objects.filter(pk=reply_to, kind=Message.Kind.TASK_REQUEST).exists():
+        return None
+    return task, metadata.get("success") is not False
+
+
+def _attachments_normalize(raw: list[Any]) -> list[dict[str, Any]]:
+    if not isinstance(raw, list):
+        raise Invalid("attachments must be a list")
+    if len(raw) > settings.ARC_MAX_ATTACHMENTS:
+        raise Invalid(f"too many attachments (at most {settings.ARC_MAX_ATTACHMENTS})")
+    return [_attachment_normalize(item, index) for index, item in enumerate(raw)]
+
+
+def _attachment_normalize(item: Any, index: int) -> dict[str, Any]:
+    where = f"attachments[{index}]"
+    if not isinstance(item, dict):
+        raise Invalid(f"{where} must be a JSON object")
+    kind = str(item.get("type", "")).strip()
+    if kind not in INLINE_ATTACHMENTS | REFERENCE_ATTACHMENTS:
+        raise Invalid(f"{where}: unsupported attachment type: {kind or '(missing)'} (one of code, diff_ref, file_ref, json, text)")
+    out: dict[str, Any] = {"type": kind}
+    if kind in INLINE_ATTACHMENTS:
+        if "content" not in item:
+            raise Invalid(f"{where}: attachment type {kind} requires content")
+        if len(json.dumps(item["content"])) > settings.ARC_MAX_ATTACHMENT_CHARS:
+            raise Invalid(f"{where}: attachment type {kind} exceeds max size ({settings.ARC_MAX_ATTACHMENT_CHARS} characters)")
+        out["content"] = item["content"]
+        if kind == "code" and item.get("language") is not None:
+            out["language"] = str(item["language"])
+    else:
+        path = item.get("path")
+        if not isinstance(path, str) or not path.strip():
+            raise Invalid(f"{where}: attachment type {kind} requires path")
+        out["path"] = path.strip()
+        for key in ("description", "base", "head"):
+            if item.get(key) is not None:
+                out[key] = item[key]
+        for key in ("start_line", "end_line"):
+            if item.get(key) is not None:
+                out[key] = _int(item[key], f"{where}.{key}")
+    return out
+
+
+# ── Claims and locks ──────────────────────────────────────────────────────
+
+
+def claim_acquire(
+    *,
+    owner_agent_id: str,
+    claim_key: str | None = None,
+    task_message_id: int | None = None,
+    thread_id: str | None = None,
+    ttl_sec: int = 300,
+    metadata: dict[str, Any] | None = None,
+) -> tuple[Claim, bool]:
+    """Acquire, refresh (same owner) or be denied a claim. Returns ``(claim, acquired)``."""
+    owner_agent_id = _required(owner_agent_id, "owner_agent_id")
+    if not claim_key:
+        if task_message_id is None:
+            raise Invalid("claim_key or task_message_id is required")
+        claim_key = f"task-{task_message_id}"
+    values = {"thread_id": thread_id or None, "task_message_id": task_message_id, "metadata": dict(metadata or {})}
+    claim, acquired = _lease_acquire(Claim, claim_key, "owner_agent_id", owner_agent_id, "claimed_at", ttl_sec, values)
+    session_touch(agent_id=owner_agent_id)
+    return claim, acquired
+
+
+def claim_refresh(*, claim_key: str, owner_agent_id: str, ttl_sec: int = 300) -> Claim:
+    claim = _lease_refresh(Claim, claim_key, "owner_agent_id", owner_agent_id, ttl_sec)
+    if claim is None:
+        raise NotFound("claim not found or not owned by owner_agent_id")
+    session_touch(agent_id=owner_agent_id)
+    return claim
+
+
+def claim_release(*, claim_key: str, agent_id: str) -> Claim:
+    claim = _lease_release(Claim, claim_key, "owner_agent_id", agent_id)
+    if claim is None:
+        raise NotFound("claim not found or not owned by agent_id")
+    session_touch(agent_id=agent_id)
+    return claim
+
+
+def lock_acquire(*, agent_id: str, file_path: str, ttl_sec: int = 300, metadata: dict[str, Any] | None = None) -> tuple[Lock, bool]:
+    """Acquire, refresh (same holder) or be denied a file lock. Returns ``(lock, acquired)``."""
+    agent_id = _required(agent_id, "agent_id")
+    file_path = _required(file_path, "file_path")
+    lock, acquired = _lease_acquire(Lock, file_path, "agent_id", agent_id, "locked_at", ttl_sec, {"metadata": dict(metadata or {})})
+    session_touch(agent_id=agent_id)
+    return lock, acquired
+
+
+def lock_refresh(*, file_path: str, agent_id: str, ttl_sec: int = 300) -> Lock:
+    lock = _lease_refresh(Lock, file_path, "agent_id", agent_id, ttl_sec)
+    if lock is None:
+        raise NotFound("lock not found or not owned by agent_id")
+    session_touch(agent_id=agent_id)
+    return lock
+
+
+def lock_release(*, file_path: str, agent_id: str) -> Lock:
+    lock = _lease_release(Lock, file_path, "agent_id", agent_id)
+    if lock is None:
+        raise NotFound("lock not found or not owned by agent_id")
+    session_touch(agent_id=agent_id)
+    return lock
+
+
+def _lease_acquire(
+    model: type[Claim] | type[Lock],
+    key: str,
+    owner_field: str,
+    owner: str,
+    started_field: str,
+    ttl_sec: int,
+    values: dict[str, Any],
+) -> tuple[Any, bool]:
+    """The claim/lock state machine of Arc (acquire, same-owner refresh, deny, take over).
+
+    Three conditional statements, each decided by the database: take over a released
+    or expired row; else extend our own live row; else insert a new row, where the
+    primary key lets exactly one concurrent inserter win. Anything else is a denial.
+    """
+    _ttl_check(ttl_sec)
+    now = timezone.now()
+    expires_at = now + timedelta(seconds=ttl_sec)
+    with transaction.atomic():
+        rows = model.objects.filter(pk=key)
+        taken = rows.filter(Q(released_at__isnull=False) | Q(expires_at__lt=now)).update(
+            **{owner_field: owner, started_field: now}, expires_at=expires_at, released_at=None, **values
+        )
+        acquired = bool(taken) or bool(
+            rows.filter(**{owner_field: owner}, released_at__isnull=True, expires_at__gte=now).update(expires_at=expires_at)
+        )
+        if not acquired:
+            try:
+                with transaction.atomic():
+                    model.objects.create(
+                        pk=key, **{owner_field: owner, started_field: now}, expires_at=expires_at, **values
+                    )
+                acquired = True
+            except IntegrityError:
+                acquired = False  # someone else holds it (or just won it)
+        return model.objects.get(pk=key), acquired
+
+
+def _lease_refresh(model: type[Claim] | type[Lock], key: str, owner_field: str, owner: str, ttl_sec: int) -> Any:
+    _ttl_check(ttl_sec)
+    now = timezone.now()
+    with transaction.atomic():
+        updated = model.objects.filter(
+            pk=key, **{owner_field: owner}, released_at__isnull=True, expires_at__gte=now
+        ).update(expires_at=now + timedelta(seconds=ttl_sec))
+        return model.objects.get(pk=key) if updated else None
+
+
+def _lease_release(model: type[Claim] | type[Lock], key: str, owner_field: str, owner: str) -> Any:
+    """Release a held lease. Releasing an already released lease returns it unchanged (Arc)."""
+    with transaction.atomic():
+        model.objects.filter(pk=key, **{owner_field: owner}, released_at__isnull=True).update(released_at=timezone.now())
+        return model.objects.filter(pk=key, **{owner_field: owner}).first()
+
+
+def _ttl_check(ttl_sec: int) -> None:
+    if ttl_sec < MIN_TTL_SEC:
+        raise Invalid(f"ttl_sec must be at least {MIN_TTL_SEC}")
+
+
+# ── Tasks ─────────────────────────────────────────────────────────────────
+
+
+def task_complete(*, task_id: int) -> tuple[Task, bool]:
+    """Mark a task done and roll completion up its parents.
+
+    Returns ``(task, parent_completed)``. Completing a done task is a no-op (Arc);
+    a failed or timed-out task cannot be completed (``Conflict``). When the last
+    unfinished sibling completes, the parent completes too and a ``notice`` says so
+    in the parent's room and thread; that may in turn complete the grandparent.
+    """
+    with transaction.atomic():
+        task = Task.objects.filter(pk=task_id).first()
+        if task is None:
+            raise NotFound("task not found")
+        if task.status == Task.Status.DONE:
+            return task, False
+        if task.status not in Task.UNFINISHED:
+            raise Conflict(f"task {task_id} is {task.status}; only open or in_progress tasks can be completed")
+        now = timezone.now()
+        Task.objects.filter(pk=task_id, status__in=Task.UNFINISHED).update(status=Task.Status.DONE, completed_at=now)
+        task.refresh_from_db()
+        parent_completed = _task_rollup(task)
+        return task, parent_completed
+
+
+def _task_rollup(task: Task) -> bool:
+    if task.parent_id is None:
+        return False
+    # Lock the parent so two siblings finishing at once cannot both see the other
+    # still open (PostgreSQL); SQLite's single writer serialises them already.
+    parent = Task.objects.select_for_update().filter(pk=task.parent_id).first()
+    if parent is None or parent.status not in Task.UNFINISHED:
+        return False
+    siblings = Task.objects.filter(parent_id=parent.task_id)
+    if siblings.exclude(status=Task.Status.DONE).exists():
+        return False
+    Task.objects.filter(pk=parent.task_id).update(status=Task.Status.DONE, completed_at=timezone.now())
+    message_post(
+        from_agent=SYSTEM_AGENT,
+        channel=parent.channel,
+        kind="notice",
+        body=f"All {siblings.count()} subtasks of task {parent.task_id} are complete.",
+        reply_to=parent.task_id,
+        thread_id=parent.thread_id,
+        metadata={"auto_rollup": True, "parent_task_id": parent.task_id},
+        touch=False,
+    )
+    parent.refresh_from_db()
+    _task_rollup(parent)
+    return True
+
+
+def task_fail(*, task_id: int, reason: str) -> Task:
+    """Mark an unfinished task failed with ``reason`` (``Conflict`` if already finished)."""
+    with transaction.atomic():
+        updated = Task.objects.filter(pk=task_id, status__in=Task.UNFINISHED).update(
+            status=Task.Status.FAILED, completed_at=timezone.now(), failure_reason=reason
+        )
+        task = Task.objects.filter(pk=task_id).first()
+        if task is None:
+            raise NotFound("task not found")
+        if not updated:
+            raise Conflict(f"task {task_id} is {task.status}; only open or in_progress tasks can fail")
+        return task
+
+
+# ── Hub-wide state ────────────────────────────────────────────────────────
+
+
+def hub_state() -> HubState:
+    """The hub's one state row, created on first use."""
+    state = HubState.objects.filter(pk=1).first()
+    if state is not None:
+        return state
+    try:
+        with transaction.atomic():
+            return HubState.objects.create(pk=1, birth_marker=uuid.uuid4().hex, allow_remote=settings.ARC_ALLOW_REMOTE)
+    except IntegrityError:
+        return HubState.objects.get(pk=1)
+
+
+def network_set(*, allow_remote: bool) -> HubState:
+    hub_state()
+    HubState.objects.filter(pk=1).update(allow_remote=allow_remote, allow_remote_set=True)
+    return HubState.objects.get(pk=1)
+
+
+def remote_allowed() -> bool:
+    """Remote access: the network toggle once used, else ``ARC_ALLOW_REMOTE``."""
+    state = hub_state()
+    return state.allow_remote if state.allow_remote_set else bool(settings.ARC_ALLOW_REMOTE)
+
+
+# ── Small shared checks ───────────────────────────────────────────────────
+
+
+def _required(value: str | None, name: str) -> str:
+    text = (value or "").strip() if isinstance(value, str) or value is None else str(value).strip()
+    if not text:
+        raise Invalid(f"{name} is required")
+    return text
+
+
+def _int(value: Any, name: str) -> int:
+    if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+        raise Invalid(f"{name} must be an integer")
+    try:
+        return int(value)
+    except (TypeError, ValueError) as exc:
+        raise Invalid(f"{name} must be an integer") from exc
+

@@ -1,0 +1,18 @@
+#!/usr/bin/env python3
+"""Django's command-line utility for the Arc hub (``python manage.py up`` starts it)."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+
+def main() -> None:
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "arcsite.settings")
+    from django.core.management import execute_from_command_line
+
+    execute_from_command_line(sys.argv)
+
+
+if __name__ == "__main__":
+    main()
