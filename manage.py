@@ -1,14 +1,45 @@
 #!/usr/bin/env python3
-"""Django's command-line utility for the Arc hub (``python manage.py up`` starts it)."""
+"""Django's command-line utility for the Arc hub (``python manage.py up`` starts it).
+
+The hub's location flags (``--home``, ``--storage``, ``--database-url``,
+``--redis-url``, ``--spool-dir``, ``--host``, ``--port``, ``--allow-remote``) decide
+which database Django opens, so they are read here, before settings load, and
+passed on as the matching ``ARC_*`` environment variables. Each command still
+declares them, so ``--help`` lists them.
+"""
 
 from __future__ import annotations
 
 import os
 import sys
 
+# flag → environment variable it sets (flags taking a value)
+LOCATION_FLAGS = {
+    "--home": "ARC_HOME",
+    "--storage": "ARC_STORAGE",
+    "--database-url": "ARC_DATABASE_URL",
+    "--redis-url": "ARC_REDIS_URL",
+    "--spool-dir": "ARC_SPOOL_DIR",
+    "--host": "ARC_HOST",
+    "--port": "ARC_PORT",
+}
+
+
+def apply_location_flags(argv: list[str]) -> None:
+    """Copy hub location flags from ``argv`` into ``os.environ`` (``--flag value`` or ``--flag=value``)."""
+    for index, arg in enumerate(argv):
+        name, sep, inline = arg.partition("=")
+        if name == "--allow-remote" and not sep:
+            os.environ["ARC_ALLOW_REMOTE"] = "1"
+        elif name in LOCATION_FLAGS:
+            value = inline if sep else (argv[index + 1] if index + 1 < len(argv) else None)
+            if value is not None and not value.startswith("--"):
+                os.environ[LOCATION_FLAGS[name]] = value
+
 
 def main() -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "arcsite.settings")
+    apply_location_flags(sys.argv[2:])
     from django.core.management import execute_from_command_line
 
     execute_from_command_line(sys.argv)

@@ -66,6 +66,8 @@ def envchoice(name: str, default: str, choices: tuple[str, ...]) -> str:
 
 # ── Hub configuration (SPEC section 9) ────────────────────────────────────
 ARC_HOME = Path(envstr("ARC_HOME", str(Path.cwd() / ".arc"))).expanduser().absolute()
+# The SQLite file (Arc's --storage); ignored when ARC_DATABASE_URL names PostgreSQL.
+ARC_STORAGE = Path(envstr("ARC_STORAGE", str(ARC_HOME / "arc.sqlite3"))).expanduser().absolute()
 ARC_DATABASE_URL = envstr("ARC_DATABASE_URL", "")
 ARC_REDIS_URL = envstr("ARC_REDIS_URL", "")
 ARC_HOST = envstr("ARC_HOST", "127.0.0.1")
@@ -94,7 +96,10 @@ def _secret_key(home: Path) -> str:
         return path.read_text(encoding="utf-8").strip()
     except FileNotFoundError:
         pass
-    home.mkdir(parents=True, exist_ok=True)
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ImproperlyConfigured(f"ARC_HOME {home} cannot be created: {exc}") from exc
     key = secrets.token_urlsafe(50)
     # O_EXCL: if two processes race on first start, one writes and both read the same key.
     try:
@@ -171,10 +176,15 @@ def _database() -> dict[str, Any]:
         if test_name:
             config["TEST"] = {"NAME": test_name}
         return config
-    ARC_HOME.mkdir(parents=True, exist_ok=True)
+    if ARC_STORAGE.is_dir():
+        raise ImproperlyConfigured(f"ARC_STORAGE must be a file, not a directory: {ARC_STORAGE}")
+    try:
+        ARC_STORAGE.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ImproperlyConfigured(f"cannot create the storage directory {ARC_STORAGE.parent}: {exc}") from exc
     return {
         "ENGINE": "django.db.backends.sqlite3",
-        "NAME": str(ARC_HOME / "arc.sqlite3"),
+        "NAME": str(ARC_STORAGE),
         "OPTIONS": {
             # Busy timeout (seconds) so concurrent writers wait instead of failing;
             # BEGIN IMMEDIATE so a read-then-write transaction never deadlocks on upgrade;
@@ -187,7 +197,8 @@ def _database() -> dict[str, Any]:
                 "PRAGMA busy_timeout=20000;PRAGMA foreign_keys=ON"
             ),
         },
-        "TEST": {"NAME": os.environ.get("ARC_TEST_DATABASE_NAME") or None},
+        # A file, not :memory:, so tests with real concurrent connections share one database.
+        "TEST": {"NAME": os.environ.get("ARC_TEST_DATABASE_NAME") or str(ARC_STORAGE.with_name("test_arc.sqlite3"))},
     }
 
 

@@ -1,0 +1,92 @@
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+from django.conf import settings
+from django.core.management import call_command
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import connection
+
+from coordination import discovery, hub, services
+from coordination.management.cli import add_location_arguments
+from coordination.middleware import is_loopback
+from coordination.sweeper import Sweeper
+
+log = logging.getLogger("arc.up")
+
+
+class Command(BaseCommand):
+    help = (
+        "Run the hub in the foreground: create ARC_HOME, apply migrations, serve REST, long-poll and SSE "
+        "on --host:--port (default 127.0.0.1:6969), write .arc.pid beside the database and print the URL. "
+        "Stop with Ctrl-C or SIGTERM (or `manage.py stop`)."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        add_location_arguments(parser)
+        parser.add_argument("--allow-remote", action="store_true", help="accept non-loopback clients (ARC_ALLOW_REMOTE)")
+        parser.add_argument("--access-log", action="store_true", help="log every request to stderr")
+        parser.add_argument("--quiet", action="store_true", help="print nothing but errors")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        from daphne.endpoints import build_endpoint_description_strings
+        from daphne.server import Server
+
+        from arcsite.asgi import application
+
+        host, port = settings.ARC_HOST, settings.ARC_PORT
+        quiet = options["quiet"]
+        call_command("migrate", interactive=False, verbosity=0)
+        services.rooms_ensure_defaults()
+        instance = hub.instance_id()
+        storage = hub.storage_path()
+        connection.close()  # requests use their own connections; this thread is the reactor's
+        if not is_loopback(host) and not services.remote_allowed():
+            self.stderr.write(
+                f"warning: listening on {host} but remote access is off; non-loopback clients get 403 "
+                "until --allow-remote or POST /v1/network"
+            )
+
+        sweeper = Sweeper()
+        bound: dict[str, Any] = {}
+
+        def ready() -> None:
+            if not server.listening_addresses:
+                return
+            bound["port"] = server.listening_addresses[0][1]
+            bound["url"] = discovery.base_url(host, bound["port"])
+            discovery.pidfile_write(port=bound["port"], url=bound["url"])
+            sweeper.start()
+            if not quiet:
+                self.stdout.write(f"Arc hub ready at {bound['url']}")
+                self.stdout.write(f"  storage  {storage} (instance {instance})")
+                self.stdout.write(f"  pidfile  {discovery.pidfile_path()}")
+                self.stdout.write("  try      curl " + bound["url"] + "/v1/hub-info")
+                sys.stdout.flush()
+
+        server = Server(
+            application=application,
+            endpoints=build_endpoint_description_strings(host=host, port=port),
+            signal_handlers=True,
+            action_logger=_access_log if options["access_log"] else None,
+            http_timeout=None,
+            verbosity=0,
+            ready_callable=ready,
+        )
+        try:
+            server.run()
+        finally:
+            if "port" in bound:
+                sweeper.stop()
+                discovery.pidfile_remove(port=bound["port"])
+        if "port" not in bound:
+            raise CommandError(f"could not listen on {host}:{port} (is another hub or program using the port?)")
+        if not quiet:
+            self.stdout.write("Arc hub stopped.")
+
+
+def _access_log(protocol: str, action: str, details: dict[str, Any]) -> None:
+    if protocol == "http" and action == "complete":
+        log.info("%s %s %s", details.get("method"), details.get("path"), details.get("status"))

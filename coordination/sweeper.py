@@ -1,0 +1,44 @@
+"""The hub's housekeeping loop, run inside every serving process (no cron).
+
+It expires stale sessions (releasing their claims and locks with recovery
+notices). Every step is a conditional update, so several processes sweeping one
+database never do the same work twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from django.conf import settings
+from django.db import close_old_connections, connection
+
+from coordination import services
+
+log = logging.getLogger("arc.sweeper")
+
+
+class Sweeper:
+    def __init__(self, interval_sec: float | None = None) -> None:
+        self.interval_sec = interval_sec or max(1.0, min(30.0, settings.ARC_PRESENCE_TTL_SEC / 3))
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="arc-sweeper", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 2.0) -> None:
+        self._stop.set()
+        self._thread.join(timeout)
+
+    def sweep_once(self) -> None:
+        services.sessions_prune_expired()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_sec):
+            try:
+                close_old_connections()
+                self.sweep_once()
+            except Exception:  # noqa: BLE001 - housekeeping must outlive one bad tick
+                log.exception("sweep failed; retrying next tick")
+        connection.close()

@@ -1,0 +1,54 @@
+"""Shared fixtures: named agents, the REST client, and live hub processes.
+
+Personas used across the suite:
+- ``alice``: an agent that posts tasks and coordinates;
+- ``bob``: a worker agent that claims and completes work;
+- ``carol``: a second worker, used to prove races have one winner.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.test import Client
+
+from coordination import hub as hub_module
+from tests.hubproc import Hub, running_hub
+
+
+class ApiClient:
+    """Django's test client speaking Arc JSON, returning ``(status, envelope)``."""
+
+    def __init__(self) -> None:
+        self.client = Client()
+
+    def get(self, path: str, **params: Any) -> tuple[int, dict[str, Any]]:
+        response = self.client.get(path, params)
+        return response.status_code, response.json()
+
+    def post(self, path: str, payload: Any = None, *, raw: bytes | str | None = None, content_type: str = "application/json") -> tuple[int, dict[str, Any]]:
+        import json
+
+        body = raw if raw is not None else json.dumps(payload if payload is not None else {})
+        response = self.client.post(path, body, content_type=content_type)
+        return response.status_code, response.json()
+
+    def delete(self, path: str) -> tuple[int, dict[str, Any]]:
+        response = self.client.delete(path)
+        return response.status_code, response.json()
+
+
+@pytest.fixture
+def api(db: None) -> ApiClient:
+    hub_module.forget_instance_id()
+    return ApiClient()
+
+
+@pytest.fixture
+def live_hub(tmp_path: Path) -> Iterator[Hub]:
+    """A real hub process (``manage.py up``) on SQLite, or on a fresh PostgreSQL database on the PostgreSQL run."""
+    with running_hub(tmp_path / "hub") as hub:
+        yield hub

@@ -1,0 +1,148 @@
+"""Real hub processes for tests: ``manage.py up`` in a subprocess, on a free port.
+
+On the PostgreSQL run (``ARC_DATABASE_URL`` set) each live hub gets a fresh
+database of its own, created here and dropped afterwards, so live tests never
+share state with pytest-django's test database.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+PG_URL = os.environ.get("ARC_DATABASE_URL", "")
+
+
+@dataclass
+class Hub:
+    url: str
+    home: Path
+    proc: subprocess.Popen[str]
+    env: dict[str, str]
+    output: list[str] = field(default_factory=list)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def call(self, method: str, path: str, payload: Any = None, *, raw: bytes | None = None, timeout: float = 30.0) -> tuple[int, dict[str, Any]]:
+        data = raw if raw is not None else (json.dumps(payload).encode() if payload is not None else None)
+        request = urllib.request.Request(self.url + path, data=data, method=method, headers={"Content-Type": "application/json"} if data is not None else {})
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read())
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int | None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        return self.proc.returncode
+
+
+def hub_env(home: Path, database_url: str | None = None, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ARC_")}
+    env["ARC_HOME"] = str(home)
+    env["DJANGO_SETTINGS_MODULE"] = "arcsite.settings"
+    if database_url:
+        env["ARC_DATABASE_URL"] = database_url
+    env.update(extra)
+    return env
+
+
+def start_hub(home: Path, *, database_url: str | None = None, port: int = 0, args: tuple[str, ...] = (), timeout: float = 60.0, **extra: str) -> Hub:
+    """Start ``manage.py up`` and wait until it prints its URL."""
+    home.mkdir(parents=True, exist_ok=True)
+    env = hub_env(home, database_url, **extra)
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "manage.py"), "up", "--port", str(port), *args],
+        cwd=str(home),
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        bufsize=1,
+    )
+    lines: list[str] = []
+    deadline = time.monotonic() + timeout
+    assert proc.stdout is not None
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            if proc.poll() is not None:
+                break
+            continue
+        lines.append(line.rstrip())
+        if line.startswith("Arc hub ready at "):
+            url = line.split("Arc hub ready at ", 1)[1].strip()
+            hub = Hub(url=url, home=home, proc=proc, env=env, output=lines)
+            _drain(proc, lines)
+            return hub
+    proc.kill()
+    raise RuntimeError("hub did not start:\n" + "\n".join(lines))
+
+
+def _drain(proc: subprocess.Popen[str], lines: list[str]) -> None:
+    """Keep reading the hub's output so a full pipe never blocks it."""
+    import threading
+
+    def pump() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.append(line.rstrip())
+
+    threading.Thread(target=pump, daemon=True).start()
+
+
+@contextmanager
+def live_database() -> Iterator[str | None]:
+    """A fresh PostgreSQL database for one live hub on the PostgreSQL run; ``None`` (SQLite) otherwise."""
+    if not PG_URL:
+        yield None
+        return
+    import psycopg
+
+    name = f"arc_live_{uuid.uuid4().hex[:12]}"
+    admin = _with_database(PG_URL, "postgres")
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield _with_database(PG_URL, name)
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn, suppress(Exception):
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _with_database(url: str, name: str) -> str:
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, "/" + name, parts.query, parts.fragment))
+
+
+@contextmanager
+def running_hub(home: Path, **kwargs: Any) -> Iterator[Hub]:
+    with live_database() as database_url:
+        hub = start_hub(home, database_url=database_url, **kwargs)
+        try:
+            yield hub
+        finally:
+            hub.stop()
