@@ -143,6 +143,9 @@ MIDDLEWARE = [
     "django_htmx.middleware.HtmxMiddleware",
 ]
 
+# /v1/ (the JSON API) runs only this: see arcsite.asgi.ApiASGIHandler.
+ARC_API_MIDDLEWARE = ["coordination.middleware.ArcEdgeMiddleware"]
+
 ROOT_URLCONF = "arcsite.urls"
 APPEND_SLASH = False
 
@@ -199,6 +202,10 @@ def _database() -> dict[str, Any]:
         },
         # A file, not :memory:, so tests with real concurrent connections share one database.
         "TEST": {"NAME": os.environ.get("ARC_TEST_DATABASE_NAME") or str(ARC_STORAGE.with_name("test_arc.sqlite3"))},
+        # Keep the connection: opening one (and running the PRAGMAs) per request costs more
+        # than the request. Sync views share one thread under ASGI, so this is one connection.
+        "CONN_MAX_AGE": None,
+        "CONN_HEALTH_CHECKS": True,
     }
 
 

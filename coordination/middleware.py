@@ -97,11 +97,18 @@ def _content_length(scope: Scope) -> int | None:
 
 async def _reply(send: Send, status: int, message: str) -> None:
     body = json.dumps({"ok": False, "error": message}).encode()
+    # Refusals answered here never reach ArcEdgeMiddleware, so they stamp the instance themselves.
+    instance = hub.cached_instance_id() or await sync_to_async(hub.instance_id)()
     await send(
         {
             "type": "http.response.start",
             "status": status,
-            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), (b"connection", b"close")],
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"x-arc-instance", instance.encode()),
+                (b"connection", b"close"),
+            ],
         }
     )
     await send({"type": "http.response.body", "body": body})
@@ -125,12 +132,14 @@ class ArcEdgeMiddleware:
         refusal = self._refusal(request)
         response = refusal or self.get_response(request)
         response["X-Arc-Instance"] = hub.instance_id()
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
         return response
 
     async def _acall(self, request: HttpRequest) -> HttpResponse:
         refusal = None if is_loopback(request.META.get("REMOTE_ADDR")) else await sync_to_async(self._refusal)(request)
         response: HttpResponse = refusal or await self.get_response(request)
         response["X-Arc-Instance"] = hub.cached_instance_id() or await sync_to_async(hub.instance_id)()
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
         return response
 
     @staticmethod

@@ -169,7 +169,7 @@ def threads_list() -> list[dict[str, Any]]:
     """One summary per thread, newest activity first (Arc's order)."""
     ids: set[str] = set()
     for model in (Message, Task, Claim):
-        ids.update(model.objects.filter(thread_id__isnull=False).values_list("thread_id", flat=True).distinct())
+        ids.update(str(t) for t in model.objects.filter(thread_id__isnull=False).values_list("thread_id", flat=True).distinct())
     messages: dict[str, list[Message]] = defaultdict(list)
     for message in Message.objects.filter(thread_id__isnull=False).order_by("id"):
         messages[str(message.thread_id)].append(message)

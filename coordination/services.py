@@ -39,7 +39,7 @@ MIN_TTL_SEC = 5
 # so two concurrent posts can become visible out of id order and a `since_id`
 # poller would skip the earlier one. One transaction-scoped advisory lock around
 # the insert makes commit order equal id order. (SQLite has one writer anyway.)
-_MESSAGE_ORDER_LOCK = 0x41524331  # "ARC1"
+_MESSAGE_ORDER_LOCK = "message-order"
 
 
 # ── Sessions and presence ─────────────────────────────────────────────────
@@ -60,15 +60,18 @@ def session_create(
     """
     agent_id = _required(agent_id, "agent_id")
     ttl = timedelta(seconds=settings.ARC_PRESENCE_TTL_SEC)
-    for _attempt in range(5):
-        now = timezone.now()
+    now = timezone.now()
+    with transaction.atomic():
+        # One registration per agent at a time: SQLite's single writer already does this;
+        # on PostgreSQL an advisory lock keyed by the agent id does (there may be no row to lock).
+        _serialize_on(f"session:{agent_id}")
+        current = Session.objects.filter(agent_id=agent_id, active=True).first()
+        if current is not None:
+            if current.last_seen >= now - ttl and not replace:
+                raise Conflict("agent_id already has an active session")
+            Session.objects.filter(pk=current.pk, active=True).update(active=False)
         try:
             with transaction.atomic():
-                current = Session.objects.filter(agent_id=agent_id, active=True).first()
-                if current is not None:
-                    if current.last_seen >= now - ttl and not replace:
-                        raise Conflict("agent_id already has an active session")
-                    Session.objects.filter(pk=current.pk, active=True).update(active=False)
                 return Session.objects.create(
                     session_id=str(uuid.uuid4()),
                     agent_id=agent_id,
@@ -79,11 +82,8 @@ def session_create(
                     last_seen=now,
                     active=True,
                 )
-        except IntegrityError:
-            # Another request opened a session for this agent between our read and
-            # insert (the partial unique index refused ours): look again.
-            continue
-    raise Conflict("agent_id already has an active session")
+        except IntegrityError as exc:  # the partial unique index is the last word
+            raise Conflict("agent_id already has an active session") from exc
 
 
 def session_close(*, session_id: str) -> Session:
@@ -252,9 +252,7 @@ def message_post(
         finishes = _task_finished_by(kind, reply_to, meta)
         if finishes is not None:
             meta["task_completed" if finishes[1] else "task_failed"] = finishes[0].task_id
-        if connection.vendor == "postgresql":
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_MESSAGE_ORDER_LOCK])
+        _serialize_on(_MESSAGE_ORDER_LOCK)
         now = timezone.now()
         message = Message.objects.create(
             ts=now,
@@ -561,6 +559,13 @@ def remote_allowed() -> bool:
 
 
 # ── Small shared checks ───────────────────────────────────────────────────
+
+
+def _serialize_on(key: str) -> None:
+    """Hold a PostgreSQL transaction-scoped advisory lock on ``key`` (no-op on SQLite's single writer)."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [key])
 
 
 def _required(value: str | None, name: str) -> str:

@@ -68,10 +68,18 @@ def hub_env(home: Path, database_url: str | None = None, **extra: str) -> dict[s
     return env
 
 
-def start_hub(home: Path, *, database_url: str | None = None, port: int = 0, args: tuple[str, ...] = (), timeout: float = 60.0, **extra: str) -> Hub:
-    """Start ``manage.py up`` and wait until it prints its URL."""
+def start_hub(
+    home: Path,
+    *,
+    database_url: str | None = None,
+    port: int = 0,
+    args: tuple[str, ...] = (),
+    timeout: float = 60.0,
+    extra_env: dict[str, str] | None = None,
+) -> Hub:
+    """Start ``manage.py up`` and wait until it prints its URL; ``extra_env`` adds environment variables."""
     home.mkdir(parents=True, exist_ok=True)
-    env = hub_env(home, database_url, **extra)
+    env = hub_env(home, database_url, **(extra_env or {}))
     proc = subprocess.Popen(
         [sys.executable, str(ROOT / "manage.py"), "up", "--port", str(port), *args],
         cwd=str(home),

@@ -72,5 +72,5 @@ def test_arc_client_conversation_and_rpc(live_hub: Hub) -> None:
     result = alice.call("bob", "what is 6*7?", channel="general", timeout=20, poll_interval=0.1)
     worker.join(10)
     assert result["body"] == "42"
-    status, tasks = live_hub.call("GET", f"/v1/tasks?status=done")
+    _, tasks = live_hub.call("GET", "/v1/tasks?status=done")
     assert result["reply_to"] in {t["task_id"] for t in tasks["result"]}

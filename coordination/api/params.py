@@ -48,13 +48,17 @@ def query_int(query: QueryDict, name: str, default: int, *, minimum: int | None 
 
 
 def query_optional_int(query: QueryDict, name: str) -> int | None:
+    """An optional id filter; it must fit the database's signed 64-bit integers."""
     raw = query.get(name)
     if raw is None:
         return None
     try:
-        return int(raw)
+        value = int(raw)
     except ValueError as exc:
         raise Invalid(f"{name} must be an integer") from exc
+    if not -(2**63) <= value < 2**63:
+        raise Invalid(f"{name} is out of range")
+    return value
 
 
 def query_bool(query: QueryDict, name: str) -> bool:

@@ -108,7 +108,7 @@ async def events(request: HttpRequest) -> HttpResponse:
 
 
 @csrf_exempt
-async def stream(request: HttpRequest) -> HttpResponse:
+async def stream(request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
     """Server-Sent Events: each visible message as ``id:`` + ``data:`` lines.
 
     Resumes after ``Last-Event-ID`` (or ``since_id``); ``channels=a,b`` filters

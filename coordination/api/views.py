@@ -24,6 +24,8 @@ class ArcView(APIView):
 
     authentication_classes: list[Any] = []
     permission_classes: list[Any] = []
+    # No DRF metadata on OPTIONS: Arc serves no OPTIONS, so it is a 405 envelope like any other wrong method.
+    metadata_class = None
 
     def body(self, request: Request) -> dict[str, Any]:
         return json_object(request.body)

@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# Install the test dependencies and run the whole suite: ruff, mypy, then pytest on
+# SQLite and again on PostgreSQL. This is the one test command (README, .ci/run).
+#
+#   scripts/test.sh              # everything
+#   scripts/test.sh -k claims    # extra arguments go to both pytest runs
+#
+# PostgreSQL: uses ARC_TEST_POSTGRES_URL (default postgres://postgres@127.0.0.1:5432/postgres),
+# starting the local cluster if it is installed but down, installing it with apt-get when
+# missing and we are root. Where it still cannot be reached, the PostgreSQL run is skipped
+# with the reason printed; the SQLite run always runs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3}
+PG_URL=${ARC_TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/postgres}
+
+say() { printf '\n== %s\n' "$*"; }
+
+say "installing test dependencies into .venv"
+[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+.venv/bin/python -m pip install -q --disable-pip-version-check -r requirements-dev.txt
+
+pg_up() { .venv/bin/python - "$PG_URL" <<'PY' >/dev/null 2>&1
+import sys, psycopg
+psycopg.connect(sys.argv[1], connect_timeout=3).close()
+PY
+}
+
+ensure_postgres() {
+  pg_up && return 0
+  if ! command -v pg_ctlcluster >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    say "installing PostgreSQL (apt-get)"
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null) || true
+  fi
+  if command -v pg_ctlcluster >/dev/null 2>&1; then
+    for version in $(ls /etc/postgresql 2>/dev/null); do
+      pg_ctlcluster --skip-systemctl-redirect "$version" main start >/dev/null 2>&1 || true
+    done
+    for _ in $(seq 1 20); do pg_up && return 0; sleep 0.5; done
+    # A fresh Debian cluster asks TCP clients for a password: give postgres the trust the tests expect.
+    if [ "$(id -u)" = 0 ]; then
+      for hba in /etc/postgresql/*/main/pg_hba.conf; do
+        [ -f "$hba" ] && grep -q "arc-test" "$hba" || { [ -f "$hba" ] && sed -i '1i host all postgres 127.0.0.1/32 trust # arc-test\nhost all postgres ::1/128 trust # arc-test' "$hba"; }
+      done
+      for version in $(ls /etc/postgresql 2>/dev/null); do
+        pg_ctlcluster --skip-systemctl-redirect "$version" main reload >/dev/null 2>&1 || true
+      done
+      for _ in $(seq 1 10); do pg_up && return 0; sleep 0.5; done
+    fi
+  fi
+  return 1
+}
+
+say "ruff (lint and format)"
+.venv/bin/ruff check .
+.venv/bin/ruff format --check .
+
+say "mypy"
+.venv/bin/mypy .
+
+say "pytest on SQLite"
+env -u ARC_DATABASE_URL .venv/bin/pytest "$@"
+
+if ensure_postgres; then
+  say "pytest on PostgreSQL ($PG_URL)"
+  ARC_DATABASE_URL="$PG_URL" .venv/bin/pytest "$@"
+else
+  say "PostgreSQL run SKIPPED: no server reachable at $PG_URL and none could be started or installed here"
+fi
