@@ -13,7 +13,7 @@ from django.core.handlers.asgi import ASGIHandler
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "arcsite.settings")
 
-import django  # noqa: E402
+import django
 
 django.setup(set_prefix=False)
 
@@ -68,4 +68,4 @@ class PathRouter:
 from coordination.middleware import BodyLimit  # noqa: E402  (needs Django set up first)
 
 django_app = PathRouter(ApiASGIHandler(), HubASGIHandler())
-application = ProtocolTypeRouter({"http": BodyLimit(django_app)})  # type: ignore[arg-type]
+application = ProtocolTypeRouter({"http": BodyLimit(django_app)})

@@ -196,8 +196,7 @@ def _database() -> dict[str, Any]:
             "timeout": 20,
             "transaction_mode": "IMMEDIATE",
             "init_command": (
-                "PRAGMA journal_mode=WAL;PRAGMA synchronous=NORMAL;"
-                "PRAGMA busy_timeout=20000;PRAGMA foreign_keys=ON"
+                "PRAGMA journal_mode=WAL;PRAGMA synchronous=NORMAL;PRAGMA busy_timeout=20000;PRAGMA foreign_keys=ON"
             ),
         },
         # A file, not :memory:, so tests with real concurrent connections share one database.

@@ -51,7 +51,8 @@ class ArcError(Exception):
 class ArcClient:
     """One agent's connection to the hub. Tracks ``since_id`` so repeated ``poll()`` calls return only new messages.
 
-    Construct once per agent process; it keeps one HTTP session (connection reuse).
+    Construct once per agent process; it keeps one HTTP session (connection reuse),
+    so give each thread that talks to the hub its own client.
     ``poll()`` excludes the agent's own posts by default (``exclude_self=True``), as in Arc.
     Pass ``key`` when the hub requires agent keys; it is sent as ``Authorization: Bearer <key>``.
     """

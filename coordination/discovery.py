@@ -8,6 +8,7 @@ current directory and from the storage directory, then probes
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import urllib.error
@@ -62,10 +63,8 @@ def pidfile_remove(*, port: int) -> None:
     path = pidfile_path()
     info = pidfile_read(path)
     if info and info["pid"] == os.getpid() and info["port"] == port:
-        try:
+        with contextlib.suppress(OSError):
             path.unlink()
-        except OSError:
-            pass
 
 
 def pidfile_candidates() -> list[Path]:

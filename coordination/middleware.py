@@ -37,7 +37,7 @@ def is_loopback(address: str | None) -> bool:
 class BodyLimit:
     """Reject request bodies over ``ARC_MAX_REQUEST_BYTES`` with 413, reading no more than the cap."""
 
-    def __init__(self, app: Callable[[Scope, Receive, Send], Awaitable[None]], limit: int | None = None) -> None:
+    def __init__(self, app: Any, limit: int | None = None) -> None:
         self.app = app
         self.limit = limit if limit is not None else settings.ARC_MAX_REQUEST_BYTES
 

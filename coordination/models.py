@@ -83,9 +83,7 @@ class Session(models.Model):
         ]
         constraints = [
             # The database, not a read-then-write, enforces one active session per agent.
-            models.UniqueConstraint(
-                fields=["agent_id"], condition=Q(active=True), name="one_active_session_per_agent"
-            ),
+            models.UniqueConstraint(fields=["agent_id"], condition=Q(active=True), name="one_active_session_per_agent"),
         ]
 
     def __str__(self) -> str:

@@ -39,7 +39,9 @@ def messages_in_room(*, channel: str, since_id: int = 0, limit: int = 100) -> li
     return list(Message.objects.filter(channel=channel, to_agent__isnull=True, id__gt=since_id).order_by("id")[:limit])
 
 
-def messages_in_thread(*, thread_id: str, channel: str | None = None, since_id: int = 0, limit: int = 100) -> list[Message]:
+def messages_in_thread(
+    *, thread_id: str, channel: str | None = None, since_id: int = 0, limit: int = 100
+) -> list[Message]:
     rows = Message.objects.filter(thread_id=thread_id, to_agent__isnull=True, id__gt=since_id)
     if channel:
         rows = rows.filter(channel=channel)
@@ -134,7 +136,9 @@ def _thread_locks(thread_ids: set[str] | None = None) -> dict[str, list[Lock]]:
     return grouped
 
 
-def _summary(thread_id: str, messages: list[Message], tasks: list[Task], claims: list[Claim], locks: list[Lock]) -> dict[str, Any]:
+def _summary(
+    thread_id: str, messages: list[Message], tasks: list[Task], claims: list[Claim], locks: list[Lock]
+) -> dict[str, Any]:
     now = timezone.now()
     latest = messages[-1] if messages else None
     artifact_ids = [m.id for m in messages if m.kind == Message.Kind.ARTIFACT]
@@ -148,7 +152,9 @@ def _summary(thread_id: str, messages: list[Message], tasks: list[Task], claims:
         status = "open"
     else:
         status = "waiting"
-    channel = roots[0].channel if roots else (messages[0].channel if messages else (tasks[0].channel if tasks else None))
+    channel = (
+        roots[0].channel if roots else (messages[0].channel if messages else (tasks[0].channel if tasks else None))
+    )
     return {
         "thread_id": thread_id,
         "channel": channel,
@@ -169,7 +175,9 @@ def threads_list() -> list[dict[str, Any]]:
     """One summary per thread, newest activity first (Arc's order)."""
     ids: set[str] = set()
     for model in (Message, Task, Claim):
-        ids.update(str(t) for t in model.objects.filter(thread_id__isnull=False).values_list("thread_id", flat=True).distinct())
+        ids.update(
+            str(t) for t in model.objects.filter(thread_id__isnull=False).values_list("thread_id", flat=True).distinct()
+        )
     messages: dict[str, list[Message]] = defaultdict(list)
     for message in Message.objects.filter(thread_id__isnull=False).order_by("id"):
         messages[str(message.thread_id)].append(message)
@@ -181,7 +189,10 @@ def threads_list() -> list[dict[str, Any]]:
         claims[str(claim.thread_id)].append(claim)
     locks = _thread_locks(ids)
     summaries = [_summary(tid, messages[tid], tasks[tid], claims[tid], locks.get(tid, [])) for tid in ids]
-    summaries.sort(key=lambda s: (s["latest_message_id"] if s["latest_message_id"] is not None else -1, s["thread_id"]), reverse=True)
+    summaries.sort(
+        key=lambda s: (s["latest_message_id"] if s["latest_message_id"] is not None else -1, s["thread_id"]),
+        reverse=True,
+    )
     return summaries
 
 

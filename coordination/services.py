@@ -175,7 +175,9 @@ def _thread_room(thread_id: str | None, *, fallback: str = "general") -> str:
 # ── Rooms ─────────────────────────────────────────────────────────────────
 
 
-def room_create(*, name: str, created_by: str | None = None, metadata: dict[str, Any] | None = None) -> tuple[Room, bool]:
+def room_create(
+    *, name: str, created_by: str | None = None, metadata: dict[str, Any] | None = None
+) -> tuple[Room, bool]:
     """Create a room; an existing room is returned unchanged with ``created=False``."""
     name = _required(name, "name")
     if len(name) > 200:
@@ -315,13 +317,17 @@ def _attachment_normalize(item: Any, index: int) -> dict[str, Any]:
         raise Invalid(f"{where} must be a JSON object")
     kind = str(item.get("type", "")).strip()
     if kind not in INLINE_ATTACHMENTS | REFERENCE_ATTACHMENTS:
-        raise Invalid(f"{where}: unsupported attachment type: {kind or '(missing)'} (one of code, diff_ref, file_ref, json, text)")
+        raise Invalid(
+            f"{where}: unsupported attachment type: {kind or '(missing)'} (one of code, diff_ref, file_ref, json, text)"
+        )
     out: dict[str, Any] = {"type": kind}
     if kind in INLINE_ATTACHMENTS:
         if "content" not in item:
             raise Invalid(f"{where}: attachment type {kind} requires content")
         if len(json.dumps(item["content"])) > settings.ARC_MAX_ATTACHMENT_CHARS:
-            raise Invalid(f"{where}: attachment type {kind} exceeds max size ({settings.ARC_MAX_ATTACHMENT_CHARS} characters)")
+            raise Invalid(
+                f"{where}: attachment type {kind} exceeds max size ({settings.ARC_MAX_ATTACHMENT_CHARS} characters)"
+            )
         out["content"] = item["content"]
         if kind == "code" and item.get("language") is not None:
             out["language"] = str(item["language"])
@@ -379,11 +385,15 @@ def claim_release(*, claim_key: str, agent_id: str) -> Claim:
     return claim
 
 
-def lock_acquire(*, agent_id: str, file_path: str, ttl_sec: int = 300, metadata: dict[str, Any] | None = None) -> tuple[Lock, bool]:
+def lock_acquire(
+    *, agent_id: str, file_path: str, ttl_sec: int = 300, metadata: dict[str, Any] | None = None
+) -> tuple[Lock, bool]:
     """Acquire, refresh (same holder) or be denied a file lock. Returns ``(lock, acquired)``."""
     agent_id = _required(agent_id, "agent_id")
     file_path = _required(file_path, "file_path")
-    lock, acquired = _lease_acquire(Lock, file_path, "agent_id", agent_id, "locked_at", ttl_sec, {"metadata": dict(metadata or {})})
+    lock, acquired = _lease_acquire(
+        Lock, file_path, "agent_id", agent_id, "locked_at", ttl_sec, {"metadata": dict(metadata or {})}
+    )
     session_touch(agent_id=agent_id)
     return lock, acquired
 
@@ -428,7 +438,9 @@ def _lease_acquire(
             **{owner_field: owner, started_field: now}, expires_at=expires_at, released_at=None, **values
         )
         acquired = bool(taken) or bool(
-            rows.filter(**{owner_field: owner}, released_at__isnull=True, expires_at__gte=now).update(expires_at=expires_at)
+            rows.filter(**{owner_field: owner}, released_at__isnull=True, expires_at__gte=now).update(
+                expires_at=expires_at
+            )
         )
         if not acquired:
             try:
@@ -455,7 +467,9 @@ def _lease_refresh(model: type[Claim] | type[Lock], key: str, owner_field: str, 
 def _lease_release(model: type[Claim] | type[Lock], key: str, owner_field: str, owner: str) -> Any:
     """Release a held lease. Releasing an already released lease returns it unchanged (Arc)."""
     with transaction.atomic():
-        model.objects.filter(pk=key, **{owner_field: owner}, released_at__isnull=True).update(released_at=timezone.now())
+        model.objects.filter(pk=key, **{owner_field: owner}, released_at__isnull=True).update(
+            released_at=timezone.now()
+        )
         return model.objects.filter(pk=key, **{owner_field: owner}).first()
 
 
@@ -582,4 +596,3 @@ def _int(value: Any, name: str) -> int:
         return int(value)
     except (TypeError, ValueError) as exc:
         raise Invalid(f"{name} must be an integer") from exc
-

@@ -39,6 +39,6 @@ class Sweeper:
             try:
                 close_old_connections()
                 self.sweep_once()
-            except Exception:  # noqa: BLE001 - housekeeping must outlive one bad tick
+            except Exception:  # housekeeping must outlive one bad tick (logged)
                 log.exception("sweep failed; retrying next tick")
         connection.close()

@@ -38,7 +38,19 @@ def arc_py() -> Path:
     if not target.exists():
         CACHE.mkdir(parents=True, exist_ok=True)
         subprocess.run(
-            [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--no-binary", ":all:", "megastructure-arc==0.0.1", "-d", str(CACHE)],
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "-q",
+                "--no-deps",
+                "--no-binary",
+                ":all:",
+                "megastructure-arc==0.0.1",
+                "-d",
+                str(CACHE),
+            ],
             check=True,
         )
         archive = sorted(CACHE.glob("megastructure_arc-*.tar.gz"))[-1]
@@ -73,7 +85,17 @@ def wait_up(url: str, proc: subprocess.Popen[bytes], timeout: float = 60) -> Non
 def start_arc(workdir: Path) -> tuple[str, subprocess.Popen[bytes]]:
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, str(arc_py()), "--port", str(port), "--storage", str(workdir / "arc.sqlite3"), "--spool-dir", str(workdir / "spool"), "--quiet"],
+        [
+            sys.executable,
+            str(arc_py()),
+            "--port",
+            str(port),
+            "--storage",
+            str(workdir / "arc.sqlite3"),
+            "--spool-dir",
+            str(workdir / "spool"),
+            "--quiet",
+        ],
         cwd=workdir,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -114,7 +136,10 @@ def post_round(url: str, concurrency: int, posts: int) -> dict[str, Any]:
         barrier.wait()
         for i in range(per_thread):
             started = time.perf_counter()
-            response = session.post(url + "/v1/messages", json={"from_agent": f"bench-{n}", "channel": "general", "body": f"message {i} from {n}"})
+            response = session.post(
+                url + "/v1/messages",
+                json={"from_agent": f"bench-{n}", "channel": "general", "body": f"message {i} from {n}"},
+            )
             mine.append(time.perf_counter() - started)
             bad += response.status_code != 201
         with lock:

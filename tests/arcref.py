@@ -41,7 +41,9 @@ def arc_py_path() -> Path:
     )
     archives = sorted(CACHE.glob("megastructure_arc-*.tar.gz"))
     if result.returncode != 0 or not archives:
-        _failure = f"arc.py reference unavailable: pip download {SDIST} failed (offline?): {result.stderr.strip()[-300:]}"
+        _failure = (
+            f"arc.py reference unavailable: pip download {SDIST} failed (offline?): {result.stderr.strip()[-300:]}"
+        )
         pytest.skip(_failure)
     with tarfile.open(archives[-1]) as archive:
         member = next(m for m in archive.getmembers() if m.name.endswith("/arc.py") and m.name.count("/") == 1)
@@ -57,7 +59,8 @@ def arc() -> ModuleType:
     if _module is None:
         path = arc_py_path()
         spec = importlib.util.spec_from_file_location("arc_reference", path)
-        assert spec is not None and spec.loader is not None
+        assert spec is not None
+        assert spec.loader is not None
         module = importlib.util.module_from_spec(spec)
         sys.modules["arc_reference"] = module
         spec.loader.exec_module(module)

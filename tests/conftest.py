@@ -29,7 +29,9 @@ class ApiClient:
         response = self.client.get(path, params)
         return response.status_code, response.json()
 
-    def post(self, path: str, payload: Any = None, *, raw: bytes | str | None = None, content_type: str = "application/json") -> tuple[int, dict[str, Any]]:
+    def post(
+        self, path: str, payload: Any = None, *, raw: bytes | str | None = None, content_type: str = "application/json"
+    ) -> tuple[int, dict[str, Any]]:
         import json
 
         body = raw if raw is not None else json.dumps(payload if payload is not None else {})

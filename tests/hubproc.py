@@ -38,9 +38,16 @@ class Hub:
     def pid(self) -> int:
         return self.proc.pid
 
-    def call(self, method: str, path: str, payload: Any = None, *, raw: bytes | None = None, timeout: float = 30.0) -> tuple[int, dict[str, Any]]:
+    def call(
+        self, method: str, path: str, payload: Any = None, *, raw: bytes | None = None, timeout: float = 30.0
+    ) -> tuple[int, dict[str, Any]]:
         data = raw if raw is not None else (json.dumps(payload).encode() if payload is not None else None)
-        request = urllib.request.Request(self.url + path, data=data, method=method, headers={"Content-Type": "application/json"} if data is not None else {})
+        request = urllib.request.Request(
+            self.url + path,
+            data=data,
+            method=method,
+            headers={"Content-Type": "application/json"} if data is not None else {},
+        )
         try:
             with urllib.request.urlopen(request, timeout=timeout) as response:
                 return response.status, json.loads(response.read())

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from django.conf import settings
@@ -24,7 +25,7 @@ from coordination import hub
 from coordination.middleware import BodyLimit
 
 # Every POST endpoint, with a body that would be accepted and the fields it requires.
-POST_ENDPOINTS = {
+POST_ENDPOINTS: dict[str, tuple[dict[str, Any], list[str]]] = {
     "/v1/sessions": ({"agent_id": "bob"}, ["agent_id"]),
     "/v1/channels": ({"name": "builds"}, ["name"]),
     "/v1/messages": ({"from_agent": "bob", "body": "hi"}, ["from_agent"]),
@@ -479,6 +480,12 @@ async def test_the_guard_ignores_non_http_scopes():
     async def app(scope, receive, send):
         seen.append(scope["type"])
 
-    await BodyLimit(app, limit=1)({"type": "websocket", "headers": [(b"content-length", b"999")]}, None, None)
+    async def receive():
+        return {"type": "websocket.connect"}
+
+    async def send(message):
+        pass
+
+    await BodyLimit(app, limit=1)({"type": "websocket", "headers": [(b"content-length", b"999")]}, receive, send)
 
     assert seen == ["websocket"]

@@ -21,7 +21,12 @@ WRITERS = 8
 
 
 def _post(url: str, payload: dict[str, Any]) -> tuple[int, dict[str, Any]] | None:
-    request = urllib.request.Request(url + "/v1/messages", data=json.dumps(payload).encode(), method="POST", headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(
+        url + "/v1/messages",
+        data=json.dumps(payload).encode(),
+        method="POST",
+        headers={"Content-Type": "application/json"},
+    )
     try:
         with urllib.request.urlopen(request, timeout=5) as response:
             return response.status, json.loads(response.read())

@@ -85,7 +85,10 @@ def test_concurrent_replacing_registrations_leave_one_active_session(rooms: None
 
 def test_siblings_finishing_together_roll_the_parent_up_once(rooms: None) -> None:
     parent = services.message_post(from_agent="alice", kind="task", body="parent")
-    children = [services.message_post(from_agent="alice", kind="task", body=f"child {i}", parent_task_id=parent.id) for i in range(6)]
+    children = [
+        services.message_post(from_agent="alice", kind="task", body=f"child {i}", parent_task_id=parent.id)
+        for i in range(6)
+    ]
     results = _race(len(children), lambda i: services.task_complete(task_id=children[i].id)[1])
     assert results.count(True) == 1
     assert Task.objects.get(pk=parent.id).status == "done"
@@ -97,14 +100,18 @@ def test_two_hub_processes_on_one_database_give_a_claim_to_exactly_one_client(tm
     with live_database() as database_url:
         first = start_hub(tmp_path / "one", database_url=database_url)
         storage = first.home / "arc.sqlite3"
-        second = start_hub(tmp_path / "two", database_url=database_url, extra_env={} if database_url else {"ARC_STORAGE": str(storage)})
+        second = start_hub(
+            tmp_path / "two", database_url=database_url, extra_env={} if database_url else {"ARC_STORAGE": str(storage)}
+        )
         try:
             info = [hub.call("GET", "/v1/hub-info")[1]["result"] for hub in (first, second)]
             assert info[0]["instance_id"] == info[1]["instance_id"]  # same hub identity, two processes
             hubs = (first, second)
 
             def contend(i: int) -> tuple[int, dict[str, Any]]:
-                return hubs[i % 2].call("POST", "/v1/claims", {"owner_agent_id": f"agent-{i}", "claim_key": "deploy", "ttl_sec": 60})
+                return hubs[i % 2].call(
+                    "POST", "/v1/claims", {"owner_agent_id": f"agent-{i}", "claim_key": "deploy", "ttl_sec": 60}
+                )
 
             barrier = threading.Barrier(32)
 

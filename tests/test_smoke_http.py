@@ -19,9 +19,24 @@ def test_smoke_roles_run_unchanged_over_http(live_hub: Hub) -> None:
     script = str(arc_py_path())
     procs = {
         role: subprocess.Popen(
-            [sys.executable, script, "smoke-agent", "--role", role, "--transport", "http", "--base-url", live_hub.url,
-             "--timeout-sec", "30", "--poll-interval-sec", "0.1"],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            [
+                sys.executable,
+                script,
+                "smoke-agent",
+                "--role",
+                role,
+                "--transport",
+                "http",
+                "--base-url",
+                live_hub.url,
+                "--timeout-sec",
+                "30",
+                "--poll-interval-sec",
+                "0.1",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
         )
         for role in ("smoke-a", "smoke-b", "smoke-c")
     }

@@ -113,7 +113,9 @@ def first_error(errors: Any, prefix: str = "") -> str:
 class SessionCreate(ArcSerializer):
     agent_id = Text(required=True, max_length=200)
     display_name = Text(max_length=200)
-    capabilities = serializers.ListField(child=Text(required=True, max_length=200), required=False, allow_null=True, max_length=100)
+    capabilities = serializers.ListField(
+        child=Text(required=True, max_length=200), required=False, allow_null=True, max_length=100
+    )
     metadata = Object()
     replace = serializers.BooleanField(required=False, allow_null=True)
 

@@ -66,7 +66,9 @@ async def messages(request: HttpRequest) -> HttpResponse:
 
         def fetch() -> list[Message]:
             if thread_id:
-                return selectors.messages_in_thread(thread_id=thread_id, channel=channel, since_id=since_id, limit=limit)
+                return selectors.messages_in_thread(
+                    thread_id=thread_id, channel=channel, since_id=since_id, limit=limit
+                )
             assert channel is not None
             return selectors.messages_in_room(channel=channel, since_id=since_id, limit=limit)
 
@@ -159,4 +161,3 @@ async def stream(request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
     response["Cache-Control"] = "no-cache"
     response["X-Accel-Buffering"] = "no"
     return response
-

@@ -63,7 +63,9 @@ class ChannelsView(ArcView):
 
     def post(self, request: Request) -> HttpResponse:
         data = s.ChannelCreate.parse(self.body(request))
-        room, created = services.room_create(name=data["name"], created_by=data.get("created_by"), metadata=data.get("metadata"))
+        room, created = services.room_create(
+            name=data["name"], created_by=data.get("created_by"), metadata=data.get("metadata")
+        )
         return ok(room.as_wire(), 201 if created else 200)
 
 

@@ -26,7 +26,9 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         add_location_arguments(parser)
-        parser.add_argument("--allow-remote", action="store_true", help="accept non-loopback clients (ARC_ALLOW_REMOTE)")
+        parser.add_argument(
+            "--allow-remote", action="store_true", help="accept non-loopback clients (ARC_ALLOW_REMOTE)"
+        )
         parser.add_argument("--access-log", action="store_true", help="log every request to stderr")
         parser.add_argument("--quiet", action="store_true", help="print nothing but errors")
 
