@@ -68,14 +68,17 @@ def pidfile_remove(*, port: int) -> None:
 
 
 def pidfile_candidates() -> list[Path]:
+    """Arc's search (``.arc.pid`` upward from the current and the storage directory), plus our
+    default home: ``<dir>/.arc/.arc.pid`` at each level, so an agent in a subdirectory of the
+    project finds the project's hub."""
     seen: set[Path] = set()
     out: list[Path] = []
     for root in (Path.cwd().resolve(), storage_dir().resolve()):
         for base in (root, *root.parents):
-            candidate = base / PIDFILE_NAME
-            if candidate not in seen:
-                seen.add(candidate)
-                out.append(candidate)
+            for candidate in (base / PIDFILE_NAME, base / ".arc" / PIDFILE_NAME):
+                if candidate not in seen:
+                    seen.add(candidate)
+                    out.append(candidate)
     return out
 
 

@@ -303,3 +303,20 @@ def test_every_command_has_help(name: str, tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "--database-url" in result.stdout
     assert "--port" in result.stdout
+
+
+def test_discovery_finds_the_default_home_pidfile_from_a_subdirectory(tmp_path, monkeypatch):
+    """A hub started in a project (pidfile in ./.arc) is found from a subdirectory of that project."""
+    from coordination import discovery
+
+    project = tmp_path / "project"
+    (project / ".arc").mkdir(parents=True)
+    (project / "src" / "deep").mkdir(parents=True)
+    (project / ".arc" / ".arc.pid").write_text('{"pid": 4242, "port": 7001, "url": "http://127.0.0.1:7001"}')
+    monkeypatch.chdir(project / "src" / "deep")
+
+    found = discovery.pidfile_discover()
+
+    assert found is not None
+    assert found["url"] == "http://127.0.0.1:7001"
+    assert found["path"] == str(project / ".arc" / ".arc.pid")

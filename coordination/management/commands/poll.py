@@ -6,7 +6,7 @@ from typing import Any
 from django.core.management.base import CommandParser
 
 from coordination.client import ArcClient
-from coordination.management.commands.post import AgentCommand
+from coordination.management.cli import AgentCommand
 
 
 class Command(AgentCommand):

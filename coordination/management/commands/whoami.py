@@ -4,7 +4,7 @@ import json
 from typing import Any
 
 from coordination.client import ArcClient
-from coordination.management.commands.post import AgentCommand
+from coordination.management.cli import AgentCommand
 
 
 class Command(AgentCommand):
