@@ -35,6 +35,11 @@ MAX_LONG_POLL_SEC = 60.0
 TRANSPORT_ERROR_STATUS = 599
 
 
+def _present(**fields: Any) -> dict[str, Any]:
+    """The fields that were given (Arc treats an absent field and ``null`` alike; we send neither)."""
+    return {name: value for name, value in fields.items() if value is not None}
+
+
 class ArcError(Exception):
     """The hub answered ``{"ok": false, "error": ...}``, or could not be reached.
 
@@ -150,12 +155,7 @@ class ArcClient:
     ) -> dict[str, Any]:
         """Open a session for this agent (``replace=True`` closes its older sessions). Returns the session."""
         body: dict[str, Any] = {"agent_id": self.agent_id, "replace": bool(replace)}
-        if display_name is not None:
-            body["display_name"] = display_name
-        if capabilities is not None:
-            body["capabilities"] = list(capabilities)
-        if metadata is not None:
-            body["metadata"] = dict(metadata)
+        body.update(_present(display_name=display_name, capabilities=capabilities, metadata=metadata))
         result: dict[str, Any] = self._call("POST", "/v1/sessions", body)
         return result
 
@@ -174,18 +174,16 @@ class ArcClient:
     ) -> dict[str, Any]:
         """Post a message to ``channel`` (a direct message when ``to_agent`` is set). Returns the stored message."""
         payload: dict[str, Any] = {"from_agent": self.agent_id, "channel": channel, "kind": kind, "body": body}
-        if thread_id is not None:
-            payload["thread_id"] = thread_id
-        if to_agent is not None:
-            payload["to_agent"] = to_agent
-        if attachments is not None:
-            payload["attachments"] = attachments
-        if metadata is not None:
-            payload["metadata"] = metadata
-        if reply_to is not None:
-            payload["reply_to"] = reply_to
-        if parent_task_id is not None:
-            payload["parent_task_id"] = parent_task_id
+        payload.update(
+            _present(
+                thread_id=thread_id,
+                to_agent=to_agent,
+                attachments=attachments,
+                metadata=metadata,
+                reply_to=reply_to,
+                parent_task_id=parent_task_id,
+            )
+        )
         result: dict[str, Any] = self._call("POST", "/v1/messages", payload)
         return result
 
@@ -216,10 +214,7 @@ class ArcClient:
         }
         if exclude_self:
             params["exclude_self"] = 1
-        if channel is not None:
-            params["channel"] = channel
-        if thread_id is not None:
-            params["thread_id"] = thread_id
+        params.update(_present(channel=channel, thread_id=thread_id))
         messages: list[dict[str, Any]] = self._call(
             "GET", "/v1/events", params=params, wait=min(max(timeout, 0.0), MAX_LONG_POLL_SEC)
         )
@@ -248,12 +243,7 @@ class ArcClient:
     ) -> dict[str, Any]:
         """Try to claim ``claim_key``. Returns the claim; ``owner_agent_id`` says who holds it (maybe someone else)."""
         payload: dict[str, Any] = {"owner_agent_id": self.agent_id, "claim_key": claim_key, "ttl_sec": ttl_sec}
-        if thread_id is not None:
-            payload["thread_id"] = thread_id
-        if task_message_id is not None:
-            payload["task_message_id"] = task_message_id
-        if metadata is not None:
-            payload["metadata"] = metadata
+        payload.update(_present(thread_id=thread_id, task_message_id=task_message_id, metadata=metadata))
         result: dict[str, Any] = self._call("POST", "/v1/claims", payload)
         return result
 
@@ -273,8 +263,7 @@ class ArcClient:
     def lock(self, file_path: str, ttl_sec: int = 300, metadata: dict[str, Any] | None = None) -> dict[str, Any]:
         """Try to lock ``file_path``. Returns the lock; ``agent_id`` says who holds it (maybe someone else)."""
         payload: dict[str, Any] = {"agent_id": self.agent_id, "file_path": file_path, "ttl_sec": ttl_sec}
-        if metadata is not None:
-            payload["metadata"] = metadata
+        payload.update(_present(metadata=metadata))
         result: dict[str, Any] = self._call("POST", "/v1/locks", payload)
         return result
 
