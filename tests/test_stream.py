@@ -18,7 +18,8 @@ pytestmark = pytest.mark.live
 def _events(response: requests.Response) -> Iterator[tuple[int, dict]]:
     """Yield ``(id, message)`` for each SSE event, skipping comments."""
     event_id = None
-    for raw in response.iter_lines(decode_unicode=True):
+    for chunk in response.iter_lines():
+        raw = chunk.decode()
         if raw.startswith("id: "):
             event_id = int(raw[4:])
         elif raw.startswith("data: "):
