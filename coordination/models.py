@@ -312,6 +312,70 @@ class Task(models.Model):
         return wire
 
 
+class Delivery(models.Model):
+    """One direct message's way to one recipient (SPEC section 2, "Reliable direct delivery").
+
+    ``queued`` → ``delivered`` when a poll, stream or socket hands it out; leases,
+    acks, nacks, retries and dead letters move it further (``leased``, ``acked``,
+    ``failed``, ``expired``).
+    """
+
+    class State(models.TextChoices):
+        QUEUED = "queued"
+        DELIVERED = "delivered"
+        LEASED = "leased"
+        ACKED = "acked"
+        FAILED = "failed"
+        EXPIRED = "expired"
+
+    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="deliveries")
+    agent_id = models.CharField(max_length=200)
+    state = models.CharField(max_length=16, choices=State.choices, default=State.QUEUED)
+    priority = models.PositiveSmallIntegerField(default=2, help_text="0 low … 3 critical, for lease order")
+    attempts = models.PositiveIntegerField(default=0)
+    max_attempts = models.PositiveIntegerField(default=5)
+    created_at = models.DateTimeField(default=timezone.now)
+    available_at = models.DateTimeField(default=timezone.now)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+    leased_until = models.DateTimeField(null=True, blank=True)
+    acked_at = models.DateTimeField(null=True, blank=True)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(null=True, blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["message", "agent_id"], name="one_delivery_per_recipient")]
+        indexes = [models.Index(fields=["agent_id", "state", "message"])]
+
+    def __str__(self) -> str:
+        return f"message {self.message_id} → {self.agent_id}: {self.state}"
+
+    def as_wire(self) -> dict[str, Any]:
+        return {
+            "message_id": self.message_id,
+            "agent_id": self.agent_id,
+            "state": self.state,
+            "attempts": self.attempts,
+            "max_attempts": self.max_attempts,
+            "created_at": iso(self.created_at),
+            "delivered_at": iso(self.delivered_at),
+            "leased_until": iso(self.leased_until),
+            "acked_at": iso(self.acked_at),
+            "expires_at": iso(self.expires_at),
+            "last_error": self.last_error,
+        }
+
+
+class FeedCursor(models.Model):
+    """How far an agent's feed (events long-poll, stream, socket) has handed out messages."""
+
+    agent_id = models.CharField(primary_key=True, max_length=200)
+    delivered_id = models.BigIntegerField(default=0)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"{self.agent_id} through {self.delivered_id}"
+
+
 class HubState(models.Model):
     """One row of hub-wide state shared by every worker process on this database."""
 

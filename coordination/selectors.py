@@ -13,7 +13,7 @@ from django.db.models import Max, Q, QuerySet
 from django.utils import timezone
 
 from coordination.errors import NotFound
-from coordination.models import Claim, Lock, Message, Room, Session, Task, iso
+from coordination.models import Claim, Delivery, FeedCursor, Lock, Message, Room, Session, Task, iso
 
 
 def room_get(name: str) -> Room:
@@ -34,38 +34,99 @@ def agents_live(*, capability: str | None = None) -> list[Session]:
     return agents
 
 
-def messages_in_room(*, channel: str, since_id: int = 0, limit: int = 100) -> list[Message]:
-    """Broadcast messages of a room (direct messages are never listed here)."""
-    return list(Message.objects.filter(channel=channel, to_agent__isnull=True, id__gt=since_id).order_by("id")[:limit])
+def message_newest_id() -> int:
+    return int(Message.objects.aggregate(newest=Max("id"))["newest"] or 0)
 
 
-def messages_in_thread(
-    *, thread_id: str, channel: str | None = None, since_id: int = 0, limit: int = 100
-) -> list[Message]:
-    rows = Message.objects.filter(thread_id=thread_id, to_agent__isnull=True, id__gt=since_id)
-    if channel:
-        rows = rows.filter(channel=channel)
-    return list(rows.order_by("id")[:limit])
-
-
-def messages_visible_to(
+def messages_feed(
     *,
-    agent_id: str,
-    since_id: int = 0,
-    limit: int = 100,
+    agent_id: str | None = None,
     channel: str | None = None,
     thread_id: str | None = None,
+    rooms: frozenset[str] = frozenset(),
     exclude_self: bool = False,
+    broadcast_only: bool = False,
+    after: int = 0,
+    through: int | None = None,
+    limit: int = 100,
 ) -> list[Message]:
-    """Arc's event feed: broadcast messages plus direct messages to ``agent_id``."""
-    rows = Message.objects.filter(Q(to_agent__isnull=True) | Q(to_agent=agent_id), id__gt=since_id)
+    """Messages after id ``after`` (up to ``through``) in id order, as one reader sees them.
+
+    With ``agent_id``: Arc's event feed, broadcasts plus direct messages to that agent
+    (``exclude_self`` drops its own posts). ``broadcast_only``: no direct messages at
+    all (Arc's ``GET /v1/messages``). ``channel``, ``thread_id`` and ``rooms`` narrow it.
+    """
+    rows = Message.objects.filter(id__gt=after)
+    if through is not None:
+        rows = rows.filter(id__lte=through)
+    if broadcast_only:
+        rows = rows.filter(to_agent__isnull=True)
+    elif agent_id is not None:
+        rows = rows.filter(Q(to_agent__isnull=True) | Q(to_agent=agent_id))
     if channel is not None:
         rows = rows.filter(channel=channel)
     if thread_id is not None:
         rows = rows.filter(thread_id=thread_id)
-    if exclude_self:
+    if rooms:
+        rows = rows.filter(channel__in=rooms)
+    if exclude_self and agent_id is not None:
         rows = rows.exclude(from_agent=agent_id)
     return list(rows.order_by("id")[:limit])
+
+
+def message_get(message_id: int) -> Message:
+    message = Message.objects.filter(pk=message_id).first()
+    if message is None:
+        raise NotFound("message not found")
+    return message
+
+
+def message_recipients(message: Message) -> list[str]:
+    """The live agents that can see ``message`` now (never its sender)."""
+    live = Session.objects.live(settings.ARC_PRESENCE_TTL_SEC).exclude(agent_id=message.from_agent)
+    if message.to_agent is not None:
+        live = live.filter(agent_id=message.to_agent)
+    return sorted(set(live.values_list("agent_id", flat=True)))
+
+
+def post_receipt(message: Message) -> dict[str, Any]:
+    """Who a new post reached (delivery truth): ``recipients``, and a ``warning`` when nobody."""
+    recipients = message_recipients(message)
+    receipt: dict[str, Any] = {"recipients": len(recipients)}
+    if message.to_agent is not None:
+        receipt["delivery"] = {message.to_agent: Delivery.State.QUEUED.value}
+        if not recipients:
+            receipt["warning"] = f"{message.to_agent} is not live; the message waits in their inbox"
+    elif not recipients:
+        receipt["warning"] = "no other agent is live: nobody will see this message until one connects and reads"
+    return receipt
+
+
+def message_status(message: Message) -> dict[str, Any]:
+    """Delivery truth for one message: per recipient, how far it got.
+
+    A direct message has a delivery record for its recipient. A broadcast is
+    ``delivered`` to each live agent whose feed (events, stream, socket) has
+    handed out messages up to it, ``queued`` to the other live agents.
+    """
+    if message.to_agent is not None:
+        recipients = [
+            {"agent_id": d.agent_id, **{k: v for k, v in d.as_wire().items() if k not in {"message_id", "agent_id"}}}
+            for d in Delivery.objects.filter(message=message).order_by("agent_id")
+        ]
+    else:
+        agents = message_recipients(message)
+        cursors = dict(FeedCursor.objects.filter(agent_id__in=agents).values_list("agent_id", "delivered_id"))
+        recipients = [
+            {"agent_id": agent, "state": "delivered" if cursors.get(agent, 0) >= message.id else "queued"}
+            for agent in agents
+        ]
+    return {
+        "message_id": message.id,
+        "to_agent": message.to_agent,
+        "channel": message.channel,
+        "recipients": recipients,
+    }
 
 
 def inbox(*, agent_id: str, since_id: int = 0, limit: int = 100) -> list[Message]:

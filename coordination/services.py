@@ -15,16 +15,17 @@ import json
 import logging
 import uuid
 from collections.abc import Iterable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Q
+from django.db.models import Max, Q
 from django.utils import timezone
 
+from coordination import events
 from coordination.errors import Conflict, Invalid, NotFound
-from coordination.models import Claim, HubState, Lock, Message, Room, Session, Task
+from coordination.models import Claim, Delivery, FeedCursor, HubState, Lock, Message, Room, Session, Task
 
 log = logging.getLogger("arc.services")
 
@@ -72,7 +73,7 @@ def session_create(
             Session.objects.filter(pk=current.pk, active=True).update(active=False)
         try:
             with transaction.atomic():
-                return Session.objects.create(
+                session = Session.objects.create(
                     session_id=str(uuid.uuid4()),
                     agent_id=agent_id,
                     display_name=display_name or agent_id,
@@ -84,13 +85,18 @@ def session_create(
                 )
         except IntegrityError as exc:  # the partial unique index is the last word
             raise Conflict("agent_id already has an active session") from exc
+        events.publish("presence", {"agent_id": agent_id, "state": "live", "session": session.as_wire()})
+        return session
 
 
 def session_close(*, session_id: str) -> Session:
-    updated = Session.objects.filter(pk=session_id, active=True).update(active=False)
-    if not updated:
-        raise NotFound("session not found")
-    return Session.objects.get(pk=session_id)
+    with transaction.atomic():
+        updated = Session.objects.filter(pk=session_id, active=True).update(active=False)
+        if not updated:
+            raise NotFound("session not found")
+        session = Session.objects.get(pk=session_id)
+        events.publish("presence", {"agent_id": session.agent_id, "state": "gone", "session": session.as_wire()})
+        return session
 
 
 def session_touch(*, agent_id: str) -> None:
@@ -118,6 +124,9 @@ def sessions_prune_expired() -> list[Session]:
                 continue
             candidate.active = False
             expired.append(candidate)
+            events.publish(
+                "presence", {"agent_id": candidate.agent_id, "state": "expired", "session": candidate.as_wire()}
+            )
             _recover_work_of(candidate.agent_id)
         log.info("session expired: agent=%s session=%s", candidate.agent_id, candidate.session_id)
     return expired
@@ -127,6 +136,8 @@ def _recover_work_of(agent_id: str) -> None:
     now = timezone.now()
     for claim in Claim.objects.active(now).filter(owner_agent_id=agent_id):
         if Claim.objects.filter(pk=claim.pk, owner_agent_id=agent_id, released_at__isnull=True).update(released_at=now):
+            claim.released_at = now
+            _lease_event(claim, "recovered", stale_agent_id=agent_id)
             message_post(
                 from_agent=SYSTEM_AGENT,
                 channel=_thread_room(claim.thread_id),
@@ -144,6 +155,8 @@ def _recover_work_of(agent_id: str) -> None:
             )
     for lock in Lock.objects.active(now).filter(agent_id=agent_id):
         if Lock.objects.filter(pk=lock.pk, agent_id=agent_id, released_at__isnull=True).update(released_at=now):
+            lock.released_at = now
+            _lease_event(lock, "recovered", stale_agent_id=agent_id)
             thread_id = lock.metadata.get("thread_id") if isinstance(lock.metadata, dict) else None
             thread_id = None if thread_id is None else str(thread_id)
             fallback = lock.metadata.get("channel") if isinstance(lock.metadata, dict) else None
@@ -255,6 +268,7 @@ def message_post(
         if finishes is not None:
             meta["task_completed" if finishes[1] else "task_failed"] = finishes[0].task_id
         _serialize_on(_MESSAGE_ORDER_LOCK)
+        prev_id = Message.objects.aggregate(newest=Max("id"))["newest"] or 0
         now = timezone.now()
         message = Message.objects.create(
             ts=now,
@@ -271,8 +285,12 @@ def message_post(
             expires_at=now + timedelta(seconds=ttl_sec) if ttl_sec is not None else None,
             expects_reply=expects_reply,
         )
+        # Announced in id order, before anything this post causes (task rollup notices).
+        events.publish_message(message.as_wire(), prev_id=prev_id)
+        if to_agent is not None:
+            _delivery_create(message)
         if kind in (Message.Kind.TASK, Message.Kind.TASK_REQUEST):
-            Task.objects.create(
+            task = Task.objects.create(
                 task_id=message.id,
                 parent=parent,
                 channel=room,
@@ -282,15 +300,76 @@ def message_post(
                 assignee=to_agent if kind == Message.Kind.TASK_REQUEST else None,
                 deadline=message.expires_at,
             )
+            events.publish("task", {"action": "created", "task": task.as_wire()})
         if finishes is not None:
-            task, success = finishes
+            finished, success = finishes
             if success:
-                task_complete(task_id=task.task_id)
+                task_complete(task_id=finished.task_id)
             else:
-                task_fail(task_id=task.task_id, reason=str(meta.get("error") or message.body or "task_result failed"))
+                task_fail(
+                    task_id=finished.task_id, reason=str(meta.get("error") or message.body or "task_result failed")
+                )
         if touch:
             session_touch(agent_id=from_agent)
     return message
+
+
+PRIORITY_RANK = {"low": 0, "normal": 1, "high": 2, "critical": 3}
+
+
+def _delivery_create(message: Message) -> Delivery:
+    assert message.to_agent is not None
+    return Delivery.objects.create(
+        message=message,
+        agent_id=message.to_agent,
+        priority=PRIORITY_RANK[message.priority],
+        created_at=message.ts,
+        available_at=message.ts,
+        expires_at=message.expires_at,
+    )
+
+
+def deliveries_mark_delivered(*, agent_id: str, message_ids: Iterable[int] = (), through_id: int | None = None) -> int:
+    """Record what a poll, stream or socket handed to ``agent_id``.
+
+    ``message_ids``: direct messages handed out; they move from ``queued`` to
+    ``delivered`` (a ``delivery`` event says so). ``through_id``: the agent's whole
+    feed is handed out up to this id, which also covers its broadcasts (its feed
+    cursor rises). Returns how many deliveries moved.
+    """
+    now = timezone.now()
+    ids = set(message_ids)
+    with transaction.atomic():
+        pending = Delivery.objects.filter(agent_id=agent_id, state=Delivery.State.QUEUED)
+        if through_id is not None:
+            pending = pending.filter(Q(message_id__in=ids) | Q(message_id__lte=through_id))
+        else:
+            pending = pending.filter(message_id__in=ids)
+        moved = list(pending.values_list("message_id", flat=True)) if (ids or through_id) else []
+        if moved:
+            Delivery.objects.filter(agent_id=agent_id, state=Delivery.State.QUEUED, message_id__in=moved).update(
+                state=Delivery.State.DELIVERED, delivered_at=now
+            )
+            events.publish("delivery", {"agent_id": agent_id, "state": "delivered", "message_ids": sorted(moved)})
+        if through_id is not None:
+            _feed_cursor_raise(agent_id, through_id, now)
+    return len(moved)
+
+
+def _feed_cursor_raise(agent_id: str, through_id: int, now: datetime) -> None:
+    if FeedCursor.objects.filter(agent_id=agent_id, delivered_id__lt=through_id).update(
+        delivered_id=through_id, updated_at=now
+    ):
+        return
+    if FeedCursor.objects.filter(agent_id=agent_id).exists():
+        return
+    try:
+        with transaction.atomic():
+            FeedCursor.objects.create(agent_id=agent_id, delivered_id=through_id, updated_at=now)
+    except IntegrityError:
+        FeedCursor.objects.filter(agent_id=agent_id, delivered_id__lt=through_id).update(
+            delivered_id=through_id, updated_at=now
+        )
 
 
 def _task_finished_by(kind: str, reply_to: int | None, metadata: dict[str, Any]) -> tuple[Task, bool] | None:
@@ -434,24 +513,29 @@ def _lease_acquire(
     expires_at = now + timedelta(seconds=ttl_sec)
     with transaction.atomic():
         rows = model.objects.filter(pk=key)
-        taken = rows.filter(Q(released_at__isnull=False) | Q(expires_at__lt=now)).update(
+        action: str | None = None
+        if rows.filter(Q(released_at__isnull=False) | Q(expires_at__lt=now)).update(
             **{owner_field: owner, started_field: now}, expires_at=expires_at, released_at=None, **values
-        )
-        acquired = bool(taken) or bool(
-            rows.filter(**{owner_field: owner}, released_at__isnull=True, expires_at__gte=now).update(
-                expires_at=expires_at
-            )
-        )
-        if not acquired:
+        ):
+            action = "acquired"  # took over a released or expired lease
+        elif rows.filter(**{owner_field: owner}, released_at__isnull=True, expires_at__gte=now).update(
+            expires_at=expires_at
+        ):
+            action = "refreshed"
+        else:
             try:
                 with transaction.atomic():
                     model.objects.create(
                         pk=key, **{owner_field: owner, started_field: now}, expires_at=expires_at, **values
                     )
-                acquired = True
+                action = "acquired"
             except IntegrityError:
-                acquired = False  # someone else holds it (or just won it)
-        return model.objects.get(pk=key), acquired
+                action = None  # someone else holds it (or just won it)
+        lease = model.objects.get(pk=key)
+        if action is not None:
+            _lease_event(lease, action)
+        acquired = action is not None
+        return lease, acquired
 
 
 def _lease_refresh(model: type[Claim] | type[Lock], key: str, owner_field: str, owner: str, ttl_sec: int) -> Any:
@@ -461,16 +545,29 @@ def _lease_refresh(model: type[Claim] | type[Lock], key: str, owner_field: str, 
         updated = model.objects.filter(
             pk=key, **{owner_field: owner}, released_at__isnull=True, expires_at__gte=now
         ).update(expires_at=now + timedelta(seconds=ttl_sec))
-        return model.objects.get(pk=key) if updated else None
+        if not updated:
+            return None
+        lease = model.objects.get(pk=key)
+        _lease_event(lease, "refreshed")
+        return lease
 
 
 def _lease_release(model: type[Claim] | type[Lock], key: str, owner_field: str, owner: str) -> Any:
     """Release a held lease. Releasing an already released lease returns it unchanged (Arc)."""
     with transaction.atomic():
-        model.objects.filter(pk=key, **{owner_field: owner}, released_at__isnull=True).update(
+        released = model.objects.filter(pk=key, **{owner_field: owner}, released_at__isnull=True).update(
             released_at=timezone.now()
         )
-        return model.objects.filter(pk=key, **{owner_field: owner}).first()
+        lease = model.objects.filter(pk=key, **{owner_field: owner}).first()
+        if released and lease is not None:
+            _lease_event(lease, "released")
+        return lease
+
+
+def _lease_event(lease: Claim | Lock, action: str, **extra: Any) -> None:
+    """Publish a ``claim`` or ``lock`` event (after commit) for a lease's state change."""
+    name = "claim" if isinstance(lease, Claim) else "lock"
+    events.publish(name, {"action": action, name: lease.as_wire(), **extra})
 
 
 def _ttl_check(ttl_sec: int) -> None:
@@ -500,6 +597,7 @@ def task_complete(*, task_id: int) -> tuple[Task, bool]:
         now = timezone.now()
         Task.objects.filter(pk=task_id, status__in=Task.UNFINISHED).update(status=Task.Status.DONE, completed_at=now)
         task.refresh_from_db()
+        events.publish("task", {"action": "done", "task": task.as_wire()})
         parent_completed = _task_rollup(task)
         return task, parent_completed
 
@@ -516,6 +614,8 @@ def _task_rollup(task: Task) -> bool:
     if siblings.exclude(status=Task.Status.DONE).exists():
         return False
     Task.objects.filter(pk=parent.task_id).update(status=Task.Status.DONE, completed_at=timezone.now())
+    parent.refresh_from_db()
+    events.publish("task", {"action": "done", "task": parent.as_wire(), "rollup": True})
     message_post(
         from_agent=SYSTEM_AGENT,
         channel=parent.channel,
@@ -526,7 +626,6 @@ def _task_rollup(task: Task) -> bool:
         metadata={"auto_rollup": True, "parent_task_id": parent.task_id},
         touch=False,
     )
-    parent.refresh_from_db()
     _task_rollup(parent)
     return True
 
@@ -542,6 +641,7 @@ def task_fail(*, task_id: int, reason: str) -> Task:
             raise NotFound("task not found")
         if not updated:
             raise Conflict(f"task {task_id} is {task.status}; only open or in_progress tasks can fail")
+        events.publish("task", {"action": "failed", "task": task.as_wire()})
         return task
 
 

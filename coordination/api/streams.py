@@ -1,15 +1,18 @@
 """Endpoints that wait: the ``/v1/events`` and ``/v1/messages`` long-polls and the ``/v1/stream`` SSE feed.
 
-They are async views so a waiting client holds no worker thread. Reads go
-through the same selectors as every other endpoint.
+They are async views: a waiting client holds no thread. They wake when a
+service publishes a committed change (``coordination.events``), never on a
+timer over the database; the database is read once up front and again only to
+fill a gap the events reveal (``coordination.feeds``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
 from asgiref.sync import sync_to_async
@@ -19,145 +22,207 @@ from django.views.decorators.csrf import csrf_exempt
 from coordination import selectors, services
 from coordination.api import envelope
 from coordination.api.errors import response_for
-from coordination.api.params import query_bool, query_limit, query_since_id, query_str, query_timeout
+from coordination.api.params import query_bool, query_int, query_limit, query_since_id, query_str, query_timeout
 from coordination.api.views import MessagePostView
 from coordination.errors import Invalid
-from coordination.models import Message
+from coordination.feeds import DeliveryMarker, FeedFilter, MessageFeed, Presence
 
-# How often a waiting request looks again. A bounded re-check, not push: see the
-# README ("Delivery latency") for what this costs and what replaces it.
-RECHECK_SEC = 0.1
 KEEPALIVE_SEC = 15.0
 TOUCH_SEC = 30.0
-STREAM_BATCH = 100
+STREAM_EVENT_TYPES = {"message", "claim", "lock", "task", "presence", "delivery", "room"}
 
 _post_message = MessagePostView.as_view()
 
-
-async def _wait_for(fetch: Callable[[], list[Message]], timeout: float) -> list[Message]:
-    """Run ``fetch`` until it returns rows or ``timeout`` seconds pass."""
-    rows = await sync_to_async(fetch)()
-    deadline = time.monotonic() + timeout
-    while not rows:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            break
-        await asyncio.sleep(min(RECHECK_SEC, remaining))
-        rows = await sync_to_async(fetch)()
-    return rows
+AsyncView = Callable[..., Coroutine[Any, Any, HttpResponse | StreamingHttpResponse]]
 
 
-@csrf_exempt
+def endpoint(*methods: str) -> Callable[[AsyncView], AsyncView]:
+    """An async Arc endpoint: other methods get 405, and any failure becomes an error envelope."""
+
+    def wrap(view: AsyncView) -> AsyncView:
+        @csrf_exempt
+        @functools.wraps(view)
+        async def handler(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse | StreamingHttpResponse:
+            if request.method not in methods:
+                return envelope.error(f'method "{request.method}" not allowed', 405)
+            try:
+                return await view(request, *args, **kwargs)
+            except Exception as exc:  # noqa: BLE001 - the edge: every failure becomes an envelope
+                return response_for(exc)
+
+        return handler
+
+    return wrap
+
+
+async def _long_poll(
+    flt: FeedFilter, since_id: int, limit: int, timeout: float, marker: DeliveryMarker | None
+) -> list[dict[str, Any]]:
+    async with MessageFeed(flt, cursor=since_id, limit=limit) as feed:
+        rows = await feed.backlog()
+        if not rows and timeout > 0:
+            rows, _ = await feed.next(timeout)
+        if marker is not None and rows:
+            marker.note(rows, feed.cursor)
+            await marker.flush(force=True)
+        return rows
+
+
+@endpoint("GET", "POST")
 async def messages(request: HttpRequest) -> HttpResponse:
     """``GET`` queries a room or thread (optionally long-polling); ``POST`` posts."""
     if request.method == "POST":
         response: HttpResponse = await sync_to_async(_post_message)(request)
         return response
-    if request.method != "GET":
-        return envelope.error(f'method "{request.method}" not allowed', 405)
-    try:
-        q = request.GET
-        channel, thread_id = query_str(q, "channel"), query_str(q, "thread_id")
-        if not channel and not thread_id:
-            raise Invalid("channel or thread_id query parameter is required")
-        if channel:
-            await sync_to_async(selectors.room_get)(channel)
-        since_id, limit, timeout = query_since_id(q), query_limit(q), query_timeout(q)
-
-        def fetch() -> list[Message]:
-            if thread_id:
-                return selectors.messages_in_thread(
-                    thread_id=thread_id, channel=channel, since_id=since_id, limit=limit
-                )
-            assert channel is not None
-            return selectors.messages_in_room(channel=channel, since_id=since_id, limit=limit)
-
-        rows = await _wait_for(fetch, timeout)
-    except Exception as exc:  # noqa: BLE001 - every failure becomes an envelope
-        return response_for(exc)
-    return envelope.ok([m.as_wire() for m in rows])
+    q = request.GET
+    channel, thread_id = query_str(q, "channel"), query_str(q, "thread_id")
+    if not channel and not thread_id:
+        raise Invalid("channel or thread_id query parameter is required")
+    if channel:
+        await sync_to_async(selectors.room_get)(channel)
+    flt = FeedFilter(channel=channel, thread_id=thread_id, broadcast_only=True)
+    return envelope.ok(await _long_poll(flt, query_since_id(q), query_limit(q), query_timeout(q), None))
 
 
-def _feed_params(request: HttpRequest) -> dict[str, Any]:
+def _agent_filter(request: HttpRequest, *, rooms: frozenset[str] = frozenset()) -> FeedFilter:
     q = request.GET
     agent_id = query_str(q, "agent_id")
     if not agent_id:
         raise Invalid("agent_id query parameter is required")
-    return {"agent_id": agent_id, "exclude_self": query_bool(q, "exclude_self")}
+    return FeedFilter(
+        agent_id=agent_id,
+        channel=query_str(q, "channel"),
+        thread_id=query_str(q, "thread_id"),
+        rooms=rooms,
+        exclude_self=query_bool(q, "exclude_self"),
+    )
 
 
-@csrf_exempt
+@endpoint("GET")
 async def events(request: HttpRequest) -> HttpResponse:
     """Arc's unified feed for one agent: broadcasts plus its direct messages, optionally long-polled."""
-    if request.method != "GET":
-        return envelope.error(f'method "{request.method}" not allowed', 405)
-    try:
-        params = _feed_params(request)
-        q = request.GET
-        channel, thread_id = query_str(q, "channel"), query_str(q, "thread_id")
-        if channel:
-            await sync_to_async(selectors.room_get)(channel)
-        since_id, limit, timeout = query_since_id(q), query_limit(q), query_timeout(q)
-        rows = await _wait_for(
-            lambda: selectors.messages_visible_to(
-                since_id=since_id, limit=limit, channel=channel, thread_id=thread_id, **params
-            ),
-            timeout,
-        )
-    except Exception as exc:  # noqa: BLE001
-        return response_for(exc)
-    return envelope.ok([m.as_wire() for m in rows])
+    flt = _agent_filter(request)
+    if flt.channel:
+        await sync_to_async(selectors.room_get)(flt.channel)
+    q = request.GET
+    rows = await _long_poll(flt, query_since_id(q), query_limit(q), query_timeout(q), DeliveryMarker(flt))
+    return envelope.ok(rows)
 
 
-@csrf_exempt
-async def stream(request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
-    """Server-Sent Events: each visible message as ``id:`` + ``data:`` lines.
+def _roster(capability: str | None) -> list[dict[str, Any]]:
+    services.sessions_prune_expired()
+    return [a.as_wire() for a in selectors.agents_live(capability=capability)]
 
-    Resumes after ``Last-Event-ID`` (or ``since_id``); ``channels=a,b`` filters
-    rooms; a comment line every 15 s keeps proxies from closing an idle stream.
+
+@endpoint("GET")
+async def agents(request: HttpRequest) -> HttpResponse:
+    """Live agents (``capability=`` filters). ``wait_for=N&timeout=S`` waits until N are live.
+
+    The wait wakes on presence events; the answer says ``ready`` (were N reached)
+    and always carries the roster as it is.
     """
-    if request.method != "GET":
-        return envelope.error(f'method "{request.method}" not allowed', 405)
-    try:
-        params = _feed_params(request)
-        q = request.GET
-        since_id = query_since_id(q)
-        last_event = request.headers.get("Last-Event-ID")
-        if last_event:
+    q = request.GET
+    capability = query_str(q, "capability")
+    wait_for = query_int(q, "wait_for", 0, minimum=0)
+    roster = await sync_to_async(_roster)(capability)
+    if not wait_for:
+        return envelope.ok(roster)
+    deadline = time.monotonic() + query_timeout(q)
+    async with Presence() as presence:
+        roster = await sync_to_async(_roster)(capability)  # again, now that no change can be missed
+        while len(roster) < wait_for and await presence.changed(deadline - time.monotonic()):
+            roster = await sync_to_async(_roster)(capability)
+    return envelope.ok(roster, ready=len(roster) >= wait_for)
+
+
+def _stream_types(raw: str | None) -> frozenset[str]:
+    if not raw:
+        return frozenset({"message"})
+    types = frozenset(t.strip() for t in raw.split(",") if t.strip())
+    unknown = types - STREAM_EVENT_TYPES
+    if unknown:
+        raise Invalid(
+            f"unknown event types: {', '.join(sorted(unknown))} (one of {', '.join(sorted(STREAM_EVENT_TYPES))})"
+        )
+    return types
+
+
+@endpoint("GET")
+async def stream(request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
+    """Server-Sent Events: each visible message as ``id: <id>`` + ``data: <message JSON>``.
+
+    Resumes after ``Last-Event-ID`` (or ``since_id``) with no gap and no duplicate;
+    ``channels=a,b`` narrows rooms; ``types=message,claim,lock,task,presence,delivery``
+    adds named events (``event: claim``...) for those state changes (default: messages
+    only, as in Arc); a comment line every 15 s keeps idle connections open.
+    """
+    q = request.GET
+    rooms = frozenset(name for name in (query_str(q, "channels") or "").split(",") if name)
+    flt = _agent_filter(request, rooms=rooms)
+    types = _stream_types(query_str(q, "types"))
+    since_id = query_since_id(q)
+    last_event = request.headers.get("Last-Event-ID")
+    if last_event:
+        try:
+            since_id = max(since_id, int(last_event))
+        except ValueError as exc:
+            raise Invalid("Last-Event-ID must be a message id") from exc
+    agent_id = flt.agent_id
+    assert agent_id is not None
+
+    async def out() -> AsyncIterator[bytes]:
+        marker = DeliveryMarker(flt)
+        feed = MessageFeed(flt, cursor=since_id, limit=500, event_types=types - {"message"})
+        async with feed:
+            last_touch = time.monotonic()
+            yield b": connected\n\n"
             try:
-                since_id = max(since_id, int(last_event))
-            except ValueError as exc:
-                raise Invalid("Last-Event-ID must be a message id") from exc
-        rooms = {name for name in (query_str(q, "channels") or "").split(",") if name}
-    except Exception as exc:  # noqa: BLE001
-        return response_for(exc)
+                rows = await feed.backlog()
+                while rows:  # the whole backlog, in pages
+                    yield _sse_messages(rows)
+                    marker.note(rows, feed.cursor)
+                    rows = await feed.backlog()
+                await marker.flush(force=True)
+                last_sent = time.monotonic()
+                while True:
+                    # Wake in time for the next keep-alive, or sooner to record deliveries.
+                    idle = time.monotonic() - last_sent
+                    wait = DeliveryMarker.FLUSH_SEC if marker.dirty else max(0.0, KEEPALIVE_SEC - idle)
+                    rows, others = await feed.next(wait)
+                    chunks = []
+                    if rows and "message" in types:
+                        chunks.append(_sse_messages(rows))
+                    if rows:
+                        marker.note(rows, feed.cursor)
+                    chunks.extend(_sse_event(event) for event in others if _visible_event(event, agent_id))
+                    if chunks:
+                        yield b"".join(chunks)
+                        last_sent = time.monotonic()
+                    elif time.monotonic() - last_sent >= KEEPALIVE_SEC:
+                        yield b": keep-alive\n\n"
+                        last_sent = time.monotonic()
+                    await marker.flush()
+                    if time.monotonic() - last_touch >= TOUCH_SEC:
+                        last_touch = time.monotonic()
+                        await sync_to_async(services.session_touch)(agent_id=agent_id)
+            finally:
+                await asyncio.shield(marker.flush(force=True))
 
-    async def events_out() -> AsyncIterator[bytes]:
-        cursor = since_id
-        last_sent = last_touch = time.monotonic()
-        yield b": connected\n\n"
-        while True:
-            rows = await sync_to_async(selectors.messages_visible_to)(since_id=cursor, limit=STREAM_BATCH, **params)
-            chunks = []
-            for message in rows:
-                cursor = max(cursor, message.id)
-                if rooms and message.channel not in rooms:
-                    continue
-                chunks.append(f"id: {message.id}\ndata: {json.dumps(message.as_wire(), ensure_ascii=False)}\n\n")
-            now = time.monotonic()
-            if chunks:
-                last_sent = now
-                yield "".join(chunks).encode()
-            elif now - last_sent >= KEEPALIVE_SEC:
-                last_sent = now
-                yield b": keep-alive\n\n"
-            if now - last_touch >= TOUCH_SEC:
-                last_touch = now
-                await sync_to_async(services.session_touch)(agent_id=params["agent_id"])
-            if len(rows) < STREAM_BATCH:
-                await asyncio.sleep(RECHECK_SEC)
-
-    response = StreamingHttpResponse(events_out(), content_type="text/event-stream")
+    response = StreamingHttpResponse(out(), content_type="text/event-stream")
     response["Cache-Control"] = "no-cache"
     response["X-Accel-Buffering"] = "no"
     return response
+
+
+def _sse_messages(rows: list[dict[str, Any]]) -> bytes:
+    return "".join(f"id: {m['id']}\ndata: {json.dumps(m, ensure_ascii=False)}\n\n" for m in rows).encode()
+
+
+def _sse_event(event: dict[str, Any]) -> bytes:
+    data = {k: v for k, v in event.items() if k not in {"type", "event"}}
+    return f"event: {event['event']}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n".encode()
+
+
+def _visible_event(event: dict[str, Any], agent_id: str) -> bool:
+    """Delivery events are private to their recipient; the others are hub-wide state."""
+    return event.get("event") != "delivery" or event.get("agent_id") == agent_id

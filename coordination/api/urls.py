@@ -7,10 +7,11 @@ from coordination.api import streams, views
 urlpatterns = [
     path("sessions", views.SessionsView.as_view()),
     path("sessions/<str:session_id>", views.SessionView.as_view()),
-    path("agents", views.AgentsView.as_view()),
+    path("agents", streams.agents),
     path("channels", views.ChannelsView.as_view()),
     path("hub-info", views.HubInfoView.as_view()),
     path("messages", streams.messages),
+    path("messages/<int:message_id>/status", views.MessageStatusView.as_view()),
     path("events", streams.events),
     path("stream", streams.stream),
     path("bootstrap", views.BootstrapView.as_view()),

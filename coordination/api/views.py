@@ -50,13 +50,6 @@ class SessionView(ArcView):
         return ok({"session_id": session_id, "deleted": True})
 
 
-class AgentsView(ArcView):
-    def get(self, request: Request) -> HttpResponse:
-        services.sessions_prune_expired()
-        agents = selectors.agents_live(capability=query_str(request.query_params, "capability"))
-        return ok([a.as_wire() for a in agents])
-
-
 class ChannelsView(ArcView):
     def get(self, request: Request) -> HttpResponse:
         return ok([room.as_wire() for room in selectors.rooms_list()])
@@ -80,7 +73,12 @@ class MessagePostView(ArcView):
     def post(self, request: Request) -> HttpResponse:
         data = s.MessagePost.parse(self.body(request))
         message = services.message_post(**data)
-        return ok(message.as_wire(), 201)
+        return ok(message.as_wire(), 201, **selectors.post_receipt(message))
+
+
+class MessageStatusView(ArcView):
+    def get(self, request: Request, message_id: int) -> HttpResponse:
+        return ok(selectors.message_status(selectors.message_get(message_id)))
 
 
 class BootstrapView(ArcView):

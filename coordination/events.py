@@ -1,0 +1,160 @@
+"""Real-time events: services publish after commit, waiters in this process listen.
+
+Every state change a client may wait for (a message, a claim, a lock, a task,
+presence, a delivery) is published by the service that made it, through
+``publish``, which defers to ``transaction.on_commit``: nothing is announced
+that could still roll back. Events travel over the channel layer (in-memory in
+one process, Redis across several) to one group; each serving process keeps
+one channel in that group and a ``Dispatcher`` hands every event to the local
+listeners (long-polls, SSE streams, WebSockets), so an event costs one
+channel-layer message per process however many clients wait.
+
+Message events carry ``prev_id``, the id of the message committed just before
+(messages commit in id order: SQLite has one writer, PostgreSQL posts hold an
+advisory lock). A reader whose cursor is at ``prev_id`` knows it has missed
+nothing and can use the payload as is; otherwise it reads the gap from the
+database (see ``coordination.feeds``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.db import transaction
+
+log = logging.getLogger("arc.events")
+
+GROUP = "arc.events"
+# Bigger message payloads are not copied through the channel layer; readers fetch them.
+MAX_INLINE_PAYLOAD = 64 * 1024
+
+_loop: asyncio.AbstractEventLoop | None = None
+_loop_lock = threading.Lock()
+
+
+def publish(event: str, data: dict[str, Any]) -> None:
+    """Announce ``event`` once the current transaction commits (at once outside a transaction)."""
+    message = {"type": "arc.event", "event": event, **data}
+    transaction.on_commit(lambda: _send(message))
+
+
+def publish_message(wire: dict[str, Any], *, prev_id: int) -> None:
+    """Announce a committed message; ``prev_id`` is the id committed just before it."""
+    data: dict[str, Any] = {
+        "id": wire["id"],
+        "prev_id": prev_id,
+        "from_agent": wire["from_agent"],
+        "to_agent": wire["to_agent"],
+        "channel": wire["channel"],
+        "thread_id": wire["thread_id"],
+    }
+    if len(json.dumps(wire, ensure_ascii=False)) <= MAX_INLINE_PAYLOAD:
+        data["message"] = wire
+    publish("message", data)
+
+
+def bind_loop(loop: asyncio.AbstractEventLoop) -> None:
+    """Remember the serving event loop, so events published from worker threads are sent from it."""
+    global _loop
+    with _loop_lock:
+        _loop = loop
+
+
+def _send(message: dict[str, Any]) -> None:
+    layer = get_channel_layer()
+    if layer is None:
+        return
+    loop = _loop
+    if loop is not None and loop.is_running():
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            loop.create_task(_group_send(layer, message))
+        else:
+            # Fire and forget from a worker thread: the request does not wait for the fan-out.
+            asyncio.run_coroutine_threadsafe(_group_send(layer, message), loop)
+        return
+    # No serving loop in this process (a management command, a test): send inline.
+    async_to_sync(_group_send)(layer, message)
+
+
+async def _group_send(layer: Any, message: dict[str, Any]) -> None:
+    try:
+        await layer.group_send(GROUP, message)
+    except Exception:  # a lost event is recovered by readers' gap checks; never fail the caller
+        log.exception("could not publish %s event", message.get("event"))
+
+
+Listener = Callable[[dict[str, Any]], None]
+
+
+class Dispatcher:
+    """This process's one subscription to the event group, fanning events out to local listeners.
+
+    Listeners are plain callbacks run on the event loop; they must not block
+    (they put the event on their own queue or set a future).
+    """
+
+    def __init__(self) -> None:
+        self._listeners: set[Listener] = set()
+        self._task: asyncio.Task[None] | None = None
+        self._ready: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def add(self, listener: Listener) -> None:
+        """Register ``listener``; returns once this process is subscribed (no event can be missed after)."""
+        self._listeners.add(listener)
+        loop = asyncio.get_running_loop()
+        if self._task is None or self._task.done() or self._loop is not loop:
+            self._loop = loop
+            bind_loop(loop)
+            self._ready = asyncio.Event()
+            self._task = loop.create_task(self._run(self._ready))
+        assert self._ready is not None
+        await self._ready.wait()
+
+    def remove(self, listener: Listener) -> None:
+        self._listeners.discard(listener)
+
+    @property
+    def listener_count(self) -> int:
+        return len(self._listeners)
+
+    async def _run(self, ready: asyncio.Event) -> None:
+        layer = get_channel_layer()
+        assert layer is not None, "CHANNEL_LAYERS must be configured"
+        channel = await layer.new_channel("arc.dispatch.")
+        await layer.group_add(GROUP, channel)
+        ready.set()
+        try:
+            while True:
+                try:
+                    message = await layer.receive(channel)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("event receive failed; retrying")
+                    await asyncio.sleep(0.5)
+                    continue
+                for listener in list(self._listeners):
+                    try:
+                        listener(message)
+                    except Exception:
+                        log.exception("event listener failed")
+        finally:
+            try:
+                await layer.group_discard(GROUP, channel)
+            except Exception:  # the layer may already be gone at shutdown
+                log.debug("group_discard failed at shutdown", exc_info=True)
+
+
+dispatcher = Dispatcher()
