@@ -276,3 +276,20 @@ def thread_detail(*, thread_id: str) -> dict[str, Any]:
 def messages_recent(*, limit: int = 50) -> list[Message]:
     """The newest messages of the whole hub, newest first (for the humans' overview)."""
     return list(Message.objects.order_by("-id")[:limit])
+
+
+def hub_stats() -> dict[str, Any]:
+    """Counts that summarise the hub: messages, agents, deliveries by state, tasks by status, leases."""
+    from django.db.models import Count
+
+    now = timezone.now()
+    live = Session.objects.live(settings.ARC_PRESENCE_TTL_SEC).count()
+    return {
+        "messages": Message.objects.count(),
+        "agents": {"live": live, "idle": Session.objects.filter(active=True).count() - live},
+        "deliveries": dict(Delivery.objects.values_list("state").annotate(n=Count("id")).values_list("state", "n")),
+        "tasks": dict(Task.objects.values_list("status").annotate(n=Count("task_id")).values_list("status", "n")),
+        "claims_active": Claim.objects.active(now).count(),
+        "locks_active": Lock.objects.active(now).count(),
+        "rooms": Room.objects.count(),
+    }

@@ -20,7 +20,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Max, Q
+from django.db.models import Count, Max, Q
 from django.utils import timezone
 
 from coordination import events
@@ -643,6 +643,122 @@ def task_fail(*, task_id: int, reason: str) -> Task:
             raise Conflict(f"task {task_id} is {task.status}; only open or in_progress tasks can fail")
         events.publish("task", {"action": "failed", "task": task.as_wire()})
         return task
+
+
+def task_delegate(
+    *,
+    from_agent: str,
+    body: str,
+    to_agent: str | None = None,
+    to_capability: str | None = None,
+    payload: Any = None,
+    ttl_sec: int | None = None,
+    channel: str | None = None,
+    thread_id: str | None = None,
+) -> Message:
+    """Hand a task to an agent, named or picked by capability; returns the ``task_request`` message.
+
+    By capability the hub picks a live agent that declared it (never the requester):
+    fewest unfinished assigned tasks first, then the one assigned least recently.
+    ``Conflict`` when no live agent has the capability. The request is a direct
+    message to the assignee; its task records requester, assignee and deadline.
+    """
+    if (to_agent is None) == (to_capability is None):
+        raise Invalid("give exactly one of to_agent or to_capability")
+    if to_capability is not None:
+        to_agent = _pick_assignee(to_capability, exclude=from_agent)
+    metadata: dict[str, Any] = {}
+    if payload is not None:
+        metadata["payload"] = payload
+    if to_capability is not None:
+        metadata["to_capability"] = to_capability
+    return message_post(
+        from_agent=from_agent,
+        to_agent=to_agent,
+        channel=channel,
+        kind=Message.Kind.TASK_REQUEST,
+        body=body,
+        metadata=metadata,
+        thread_id=thread_id,
+        ttl_sec=ttl_sec,
+    )
+
+
+def _pick_assignee(capability: str, *, exclude: str) -> str:
+    live = [
+        s.agent_id
+        for s in Session.objects.live(settings.ARC_PRESENCE_TTL_SEC).exclude(agent_id=exclude)
+        if capability in (s.capabilities or [])
+    ]
+    if not live:
+        raise Conflict(f"no live agent has the capability {capability!r}")
+    load = {
+        row["assignee"]: (row["open"], row["last"])
+        for row in Task.objects.filter(assignee__in=live)
+        .values("assignee")
+        .annotate(open=Count("task_id", filter=Q(status__in=Task.UNFINISHED)), last=Max("created_at"))
+    }
+    never = timezone.now() - timedelta(days=36500)
+    return min(sorted(live), key=lambda agent: (load.get(agent, (0, never))[0], load.get(agent, (0, never))[1] or never))
+
+
+def task_result(*, from_agent: str, task_id: int, success: bool = True, body: str = "", payload: Any = None) -> Message:
+    """Answer a task: a ``task_result`` to its requester (a direct message) that finishes the task."""
+    task = Task.objects.filter(pk=task_id).first()
+    if task is None:
+        raise NotFound("task not found")
+    metadata: dict[str, Any] = {"success": bool(success)}
+    if payload is not None:
+        metadata["payload"] = payload
+    return message_post(
+        from_agent=from_agent,
+        to_agent=task.requester,
+        channel=task.channel if task.requester is None else None,
+        kind=Message.Kind.TASK_RESULT,
+        body=body or ("done" if success else "failed"),
+        reply_to=task.task_id,
+        thread_id=task.thread_id,
+        metadata=metadata,
+    )
+
+
+def delivery_ack(*, agent_id: str, message_ids: Iterable[int]) -> int:
+    """The recipient has handled these direct messages: their deliveries become ``acked``."""
+    now = timezone.now()
+    ids = sorted(set(message_ids))
+    with transaction.atomic():
+        acked = Delivery.objects.filter(
+            agent_id=agent_id,
+            message_id__in=ids,
+            state__in=(Delivery.State.QUEUED, Delivery.State.DELIVERED, Delivery.State.LEASED),
+        ).update(state=Delivery.State.ACKED, acked_at=now, leased_until=None)
+        if acked:
+            events.publish("delivery", {"agent_id": agent_id, "state": "acked", "message_ids": ids})
+    return acked
+
+
+def delivery_nack(*, agent_id: str, message_id: int, reason: str = "", delay_sec: int = 0) -> Delivery:
+    """The recipient could not handle a direct message now: queue it again after ``delay_sec``,
+    or mark it ``failed`` (a dead letter) once it has used its ``max_attempts``."""
+    if delay_sec < 0:
+        raise Invalid("delay_sec must be >= 0")
+    with transaction.atomic():
+        delivery = Delivery.objects.select_for_update().filter(agent_id=agent_id, message_id=message_id).first()
+        if delivery is None:
+            raise NotFound(f"no delivery of message {message_id} to {agent_id}")
+        if delivery.state in (Delivery.State.ACKED, Delivery.State.FAILED, Delivery.State.EXPIRED):
+            raise Conflict(f"the delivery is {delivery.state}; only queued, delivered or leased ones can be nacked")
+        delivery.attempts += 1
+        delivery.last_error = reason or None
+        delivery.leased_until = None
+        if delivery.attempts >= delivery.max_attempts:
+            delivery.state = Delivery.State.FAILED
+        else:
+            delivery.state = Delivery.State.QUEUED
+            delivery.available_at = timezone.now() + timedelta(seconds=delay_sec)
+        delivery.save(update_fields=["attempts", "last_error", "leased_until", "state", "available_at"])
+        events.publish("delivery", {"agent_id": agent_id, "state": delivery.state, "message_ids": [message_id]})
+    return delivery
 
 
 # ── Hub-wide state ────────────────────────────────────────────────────────
