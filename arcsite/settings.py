@@ -70,6 +70,8 @@ ARC_HOME = Path(envstr("ARC_HOME", str(Path.cwd() / ".arc"))).expanduser().absol
 ARC_STORAGE = Path(envstr("ARC_STORAGE", str(ARC_HOME / "arc.sqlite3"))).expanduser().absolute()
 ARC_DATABASE_URL = envstr("ARC_DATABASE_URL", "")
 ARC_REDIS_URL = envstr("ARC_REDIS_URL", "")
+if ARC_REDIS_URL and not ARC_REDIS_URL.startswith(("redis://", "rediss://", "unix://")):
+    raise ImproperlyConfigured(f"ARC_REDIS_URL must be a redis://, rediss:// or unix:// URL, got {ARC_REDIS_URL!r}")
 ARC_HOST = envstr("ARC_HOST", "127.0.0.1")
 ARC_PORT = envint("ARC_PORT", 6969, minimum=0, maximum=65535)
 ARC_ALLOW_REMOTE = envbool("ARC_ALLOW_REMOTE", False)
@@ -211,15 +213,20 @@ def _database() -> dict[str, Any]:
 DATABASES = {"default": _database()}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
+# Each serving process holds one channel in the event group (coordination.events), so
+# capacity is per process: a burst of posts must not overflow it. A lost event is
+# still recovered (readers see the gap in message ids and read the database).
 if ARC_REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [ARC_REDIS_URL]},
+            "CONFIG": {"hosts": [ARC_REDIS_URL], "capacity": 10_000, "expiry": 60, "group_expiry": 86_400},
         }
     }
 else:
-    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    CHANNEL_LAYERS = {
+        "default": {"BACKEND": "channels.layers.InMemoryChannelLayer", "CONFIG": {"capacity": 10_000, "expiry": 60}}
+    }
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [],

@@ -129,12 +129,23 @@ class Dispatcher:
     def listener_count(self) -> int:
         return len(self._listeners)
 
+    @staticmethod
+    async def _rejoin(layer: Any, channel: str, every_sec: float = 3600.0) -> None:
+        while True:
+            await asyncio.sleep(every_sec)
+            try:
+                await layer.group_add(GROUP, channel)
+            except Exception:
+                log.exception("could not rejoin the event group; retrying later")
+
     async def _run(self, ready: asyncio.Event) -> None:
         layer = get_channel_layer()
         assert layer is not None, "CHANNEL_LAYERS must be configured"
         channel = await layer.new_channel("arc.dispatch.")
         await layer.group_add(GROUP, channel)
         ready.set()
+        # Channel layers forget group members after group_expiry (a day on Redis): rejoin hourly.
+        rejoin = asyncio.get_running_loop().create_task(self._rejoin(layer, channel))
         try:
             while True:
                 try:
@@ -151,6 +162,7 @@ class Dispatcher:
                     except Exception:
                         log.exception("event listener failed")
         finally:
+            rejoin.cancel()
             try:
                 await layer.group_discard(GROUP, channel)
             except Exception:  # the layer may already be gone at shutdown

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
 from typing import Any
@@ -9,7 +10,7 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connection
 
-from coordination import discovery, hub, services
+from coordination import discovery, events, hub, services
 from coordination.management.cli import add_location_arguments
 from coordination.middleware import is_loopback
 from coordination.sweeper import Sweeper
@@ -60,10 +61,12 @@ class Command(BaseCommand):
             bound["port"] = server.listening_addresses[0][1]
             bound["url"] = discovery.base_url(host, bound["port"])
             discovery.pidfile_write(port=bound["port"], url=bound["url"])
+            events.bind_loop(asyncio.get_event_loop())  # Daphne set the reactor's loop as current
             sweeper.start()
             if not quiet:
                 self.stdout.write(f"Arc hub ready at {bound['url']}")
                 self.stdout.write(f"  storage  {storage} (instance {instance})")
+                self.stdout.write(f"  push     {'Redis ' + settings.ARC_REDIS_URL if settings.ARC_REDIS_URL else 'in-memory channel layer (one process)'}")
                 self.stdout.write(f"  pidfile  {discovery.pidfile_path()}")
                 self.stdout.write("  try      curl " + bound["url"] + "/v1/hub-info")
                 sys.stdout.flush()
