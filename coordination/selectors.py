@@ -5,10 +5,12 @@ Each returns model instances or plain dicts in the Arc wire shape; none writes.
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
 from typing import Any
 
 from django.conf import settings
+from django.db import connection
 from django.db.models import Max, Q, QuerySet
 from django.utils import timezone
 
@@ -35,7 +37,11 @@ def agents_live(*, capability: str | None = None) -> list[Session]:
 
 
 def message_newest_id() -> int:
-    return int(Message.objects.aggregate(newest=Max("id"))["newest"] or 0)
+    """The id of the newest message (0 when there is none): an index lookup, on every post."""
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT MAX(id) FROM {Message._meta.db_table}")  # a table name, no input
+        row = cursor.fetchone()
+    return int(row[0] or 0) if row else 0
 
 
 def messages_feed(
@@ -81,12 +87,33 @@ def message_get(message_id: int) -> Message:
     return message
 
 
+# Live agent ids, reused for half a second: every post asks (delivery truth) and the
+# answer changes only when presence does. Session changes in this process clear it.
+_LIVE_CACHE_SEC = 0.5
+_live_cache: tuple[float, frozenset[str]] | None = None
+
+
+def live_agent_ids() -> frozenset[str]:
+    global _live_cache
+    now = time.monotonic()
+    if _live_cache is not None and now - _live_cache[0] < _LIVE_CACHE_SEC:
+        return _live_cache[1]
+    ids = frozenset(Session.objects.live(settings.ARC_PRESENCE_TTL_SEC).values_list("agent_id", flat=True))
+    _live_cache = (now, ids)
+    return ids
+
+
+def live_agents_changed() -> None:
+    global _live_cache
+    _live_cache = None
+
+
 def message_recipients(message: Message) -> list[str]:
     """The live agents that can see ``message`` now (never its sender)."""
-    live = Session.objects.live(settings.ARC_PRESENCE_TTL_SEC).exclude(agent_id=message.from_agent)
+    live = live_agent_ids()
     if message.to_agent is not None:
-        live = live.filter(agent_id=message.to_agent)
-    return sorted(set(live.values_list("agent_id", flat=True)))
+        return [message.to_agent] if message.to_agent in live and message.to_agent != message.from_agent else []
+    return sorted(live - {message.from_agent})
 
 
 def post_receipt(message: Message) -> dict[str, Any]:
@@ -157,6 +184,13 @@ def locks_list(*, agent_id: str | None = None, active_only: bool = False) -> lis
     if agent_id is not None:
         rows = rows.filter(agent_id=agent_id)
     return list(rows.order_by("locked_at", "file_path"))
+
+
+def task_get(task_id: int) -> Task:
+    task = Task.objects.filter(pk=task_id).first()
+    if task is None:
+        raise NotFound("task not found")
+    return task
 
 
 def tasks_list(

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 import uuid
 from collections.abc import Iterable
 from datetime import datetime, timedelta
@@ -23,7 +24,7 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import Count, Max, Q
 from django.utils import timezone
 
-from coordination import events
+from coordination import events, selectors
 from coordination.errors import Conflict, Invalid, NotFound
 from coordination.models import Claim, Delivery, FeedCursor, HubState, Lock, Message, Room, Session, Task
 
@@ -86,6 +87,8 @@ def session_create(
         except IntegrityError as exc:  # the partial unique index is the last word
             raise Conflict("agent_id already has an active session") from exc
         events.publish("presence", {"agent_id": agent_id, "state": "live", "session": session.as_wire()})
+        transaction.on_commit(selectors.live_agents_changed)
+        _touched.pop(agent_id, None)  # a new session: the next activity refreshes it
         return session
 
 
@@ -96,15 +99,23 @@ def session_close(*, session_id: str) -> Session:
             raise NotFound("session not found")
         session = Session.objects.get(pk=session_id)
         events.publish("presence", {"agent_id": session.agent_id, "state": "gone", "session": session.as_wire()})
+        transaction.on_commit(selectors.live_agents_changed)
         return session
 
 
+_TOUCH_EVERY_SEC = 1.0
+_touched: dict[str, float] = {}  # agent id → when this process last refreshed its presence
+
+
 def session_touch(*, agent_id: str) -> None:
-    """Refresh the agent's presence. Skips the write when it was refreshed this second."""
-    now = timezone.now()
-    Session.objects.filter(agent_id=agent_id, active=True, last_seen__lt=now - timedelta(seconds=1)).update(
-        last_seen=now
-    )
+    """Refresh the agent's presence (``last_seen``), at most once a second per agent and process."""
+    now = time.monotonic()
+    if now - _touched.get(agent_id, -_TOUCH_EVERY_SEC) < _TOUCH_EVERY_SEC:
+        return
+    if len(_touched) > 10_000:
+        _touched.clear()
+    _touched[agent_id] = now
+    Session.objects.filter(agent_id=agent_id, active=True).update(last_seen=timezone.now())
 
 
 def sessions_prune_expired() -> list[Session]:
@@ -268,7 +279,7 @@ def message_post(
         if finishes is not None:
             meta["task_completed" if finishes[1] else "task_failed"] = finishes[0].task_id
         _serialize_on(_MESSAGE_ORDER_LOCK)
-        prev_id = Message.objects.aggregate(newest=Max("id"))["newest"] or 0
+        prev_id = selectors.message_newest_id()
         now = timezone.now()
         message = Message.objects.create(
             ts=now,

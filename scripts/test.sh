@@ -5,6 +5,7 @@
 #   scripts/test.sh              # everything
 #   scripts/test.sh -k claims    # extra arguments go to both pytest runs
 #
+# Redis: ARC_TEST_REDIS_URL (default redis://127.0.0.1:6379/7), started or installed the same way.
 # PostgreSQL: uses ARC_TEST_POSTGRES_URL (default postgres://postgres@127.0.0.1:5432/postgres),
 # starting the local cluster if it is installed but down, installing it with apt-get when
 # missing and we are root. Where it still cannot be reached, the PostgreSQL run is skipped
@@ -14,6 +15,9 @@ cd "$(dirname "$0")/.."
 
 PYTHON=${PYTHON:-python3}
 PG_URL=${ARC_TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/postgres}
+# Redis for the channel-layer tests (database 7, so a developer's own hub on db 0 is left alone).
+export ARC_TEST_REDIS_URL=${ARC_TEST_REDIS_URL:-redis://127.0.0.1:6379/7}
+REDIS_URL=$ARC_TEST_REDIS_URL
 
 say() { printf '\n== %s\n' "$*"; }
 
@@ -52,12 +56,40 @@ ensure_postgres() {
   return 1
 }
 
+redis_up() { .venv/bin/python - "$REDIS_URL" <<'PY' >/dev/null 2>&1
+import sys, redis
+redis.Redis.from_url(sys.argv[1], socket_connect_timeout=2).ping()
+PY
+}
+
+ensure_redis() {
+  redis_up && return 0
+  if ! command -v redis-server >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    say "installing Redis (apt-get)"
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null) || true
+  fi
+  if command -v redis-server >/dev/null 2>&1; then
+    mkdir -p /var/lib/redis /var/log/redis 2>/dev/null || true
+    redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no \
+      --dir /var/lib/redis --logfile /var/log/redis/ci.log >/dev/null 2>&1 || \
+      redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no >/dev/null 2>&1 || true
+    for _ in $(seq 1 20); do redis_up && return 0; sleep 0.25; done
+  fi
+  return 1
+}
+
 say "ruff (lint and format)"
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 
 say "mypy"
 .venv/bin/mypy .
+
+if ensure_redis; then
+  say "Redis reachable at $REDIS_URL: channel-layer tests run on in-memory and Redis"
+else
+  say "Redis UNAVAILABLE at $REDIS_URL: its channel-layer tests will be skipped (reason printed by pytest)"
+fi
 
 say "pytest on SQLite"
 env -u ARC_DATABASE_URL .venv/bin/pytest "$@"
