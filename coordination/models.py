@@ -376,6 +376,61 @@ class FeedCursor(models.Model):
         return f"{self.agent_id} through {self.delivered_id}"
 
 
+class AgentKeyQuerySet(models.QuerySet["AgentKey"]):
+    def usable(self, now: datetime | None = None) -> AgentKeyQuerySet:
+        now = now or timezone.now()
+        return self.filter(revoked_at__isnull=True).filter(Q(expires_at__isnull=True) | Q(expires_at__gt=now))
+
+
+class AgentKey(models.Model):
+    """A secret that lets one agent act on the hub (SPEC section 3). Only its hash is stored.
+
+    The key reads ``arc_<prefix>_<secret>``; ``prefix`` finds the row, the SHA-256
+    of the whole key must match ``digest``. ``rooms`` empty means every room.
+    """
+
+    EXPIRY_CHOICES = {"10m": 600, "1h": 3600, "24h": 86_400, "7d": 7 * 86_400, "30d": 30 * 86_400, "never": None}
+
+    prefix = models.CharField(max_length=16, unique=True)
+    digest = models.CharField(max_length=64)
+    agent_id = models.CharField(max_length=200)
+    rooms = models.JSONField(default=list, blank=True)
+    is_admin = models.BooleanField(default=False)
+    label = models.CharField(max_length=200, blank=True, default="")
+    created_by = models.CharField(max_length=200, blank=True, default="")
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    objects = AgentKeyQuerySet.as_manager()
+
+    class Meta:
+        indexes = [models.Index(fields=["agent_id"])]
+
+    def __str__(self) -> str:
+        return f"arc_{self.prefix}_… ({self.agent_id})"
+
+    def is_usable(self, now: datetime | None = None) -> bool:
+        now = now or timezone.now()
+        return self.revoked_at is None and (self.expires_at is None or self.expires_at > now)
+
+    def as_wire(self) -> dict[str, Any]:
+        """What anyone may see of a key: never the secret or its hash."""
+        return {
+            "key_id": self.prefix,
+            "agent_id": self.agent_id,
+            "rooms": self.rooms,
+            "admin": self.is_admin,
+            "label": self.label,
+            "created_by": self.created_by,
+            "created_at": iso(self.created_at),
+            "expires_at": iso(self.expires_at),
+            "last_used_at": iso(self.last_used_at),
+            "revoked_at": iso(self.revoked_at),
+        }
+
+
 class HubState(models.Model):
     """One row of hub-wide state shared by every worker process on this database."""
 

@@ -11,8 +11,11 @@ holds on SQLite (one writer at a time, ``BEGIN IMMEDIATE``) and on PostgreSQL
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import logging
+import secrets
 import time
 import uuid
 from collections.abc import Iterable
@@ -25,8 +28,8 @@ from django.db.models import Count, Max, Q
 from django.utils import timezone
 
 from coordination import events, selectors
-from coordination.errors import Conflict, Invalid, NotFound
-from coordination.models import Claim, Delivery, FeedCursor, HubState, Lock, Message, Room, Session, Task
+from coordination.errors import Conflict, Invalid, NotFound, Unauthorized
+from coordination.models import AgentKey, Claim, Delivery, FeedCursor, HubState, Lock, Message, Room, Session, Task
 
 log = logging.getLogger("arc.services")
 
@@ -823,3 +826,83 @@ def _int(value: Any, name: str) -> int:
         return int(value)
     except (TypeError, ValueError) as exc:
         raise Invalid(f"{name} must be an integer") from exc
+
+
+# ── Agent keys (SPEC section 3) ───────────────────────────────────────────
+
+KEY_TOUCH_EVERY_SEC = 60  # last_used_at is kept to the minute, not written on every request
+
+
+def key_mint(
+    *,
+    agent_id: str,
+    rooms: Iterable[str] = (),
+    expires: str = "never",
+    admin: bool = False,
+    label: str = "",
+    created_by: str = "",
+) -> tuple[AgentKey, str]:
+    """Mint a key for ``agent_id``. Returns the row and the plaintext key, which is never stored
+    (only its SHA-256) and so can be shown only this once."""
+    agent_id = _required(agent_id, "agent_id")
+    if expires not in AgentKey.EXPIRY_CHOICES:
+        raise Invalid(f"expires must be one of {', '.join(AgentKey.EXPIRY_CHOICES)}")
+    room_names = sorted({_required(room, "rooms[]") for room in rooms})
+    unknown = [name for name in room_names if not Room.objects.filter(pk=name).exists()]
+    if unknown:
+        raise Invalid(f"unknown rooms: {', '.join(unknown)}")
+    seconds = AgentKey.EXPIRY_CHOICES[expires]
+    now = timezone.now()
+    prefix = secrets.token_hex(6)
+    plaintext = f"arc_{prefix}_{secrets.token_urlsafe(32)}"
+    key = AgentKey.objects.create(
+        prefix=prefix,
+        digest=_key_digest(plaintext),
+        agent_id=agent_id,
+        rooms=room_names,
+        is_admin=admin,
+        label=label,
+        created_by=created_by,
+        created_at=now,
+        expires_at=now + timedelta(seconds=seconds) if seconds is not None else None,
+    )
+    return key, plaintext
+
+
+def key_revoke(*, key_id: str) -> AgentKey:
+    """Revoke a key at once: its next request gets 401, its open streams and sockets close."""
+    with transaction.atomic():
+        key = AgentKey.objects.filter(prefix=key_id).first()
+        if key is None:
+            raise NotFound(f"no key {key_id}")
+        if key.revoked_at is None:
+            key.revoked_at = timezone.now()
+            key.save(update_fields=["revoked_at"])
+            events.publish("key", {"action": "revoked", "key_id": key.prefix, "agent_id": key.agent_id})
+        return key
+
+
+def key_authenticate(*, presented: str) -> AgentKey:
+    """The usable key ``presented`` (``arc_<prefix>_<secret>``), or ``Unauthorized``.
+
+    Records ``last_used_at`` (to the minute)."""
+    parts = presented.split("_")
+    if len(parts) < 3 or parts[0] != "arc":
+        raise Unauthorized("malformed agent key (expected arc_<id>_<secret>)")
+    key = AgentKey.objects.filter(prefix=parts[1]).first()
+    if key is None or not hmac.compare_digest(key.digest, _key_digest(presented)):
+        raise Unauthorized("unknown agent key")
+    now = timezone.now()
+    if key.revoked_at is not None:
+        raise Unauthorized("this agent key was revoked")
+    if key.expires_at is not None and key.expires_at <= now:
+        raise Unauthorized("this agent key has expired")
+    if key.last_used_at is None or (now - key.last_used_at).total_seconds() >= KEY_TOUCH_EVERY_SEC:
+        AgentKey.objects.filter(pk=key.pk).update(last_used_at=now)
+        key.last_used_at = now
+    return key
+
+
+def _key_digest(plaintext: str) -> str:
+    # Keys carry 256 random bits, so a fast hash is enough: nothing to brute-force.
+    return hashlib.sha256(plaintext.encode()).hexdigest()
