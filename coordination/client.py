@@ -10,6 +10,11 @@ Arc runs unchanged, with two fixes:
 - ``poll()``'s HTTP timeout covers the long-poll it asks for (Arc's gives up
   after 15 s on a 30 s long-poll).
 
+It adds this hub's extensions: ``stream()`` (the ``/v1/stream`` Server-Sent
+Events feed, resumed after a dropped connection or a hub restart without gaps
+or duplicates), the post's delivery receipt (``last_receipt``),
+``message_status()`` and ``wait_for()``.
+
 This module imports nothing from Django: an agent can copy this one file next
 to its code and ``pip install requests``. Example::
 
@@ -17,15 +22,28 @@ to its code and ``pip install requests``. Example::
     alice.post("general", "hello")
     for message in alice.poll(timeout=30):
         print(message["from_agent"], message["body"])
+    for message in alice.stream():  # until the caller breaks out, or close()
+        print(message["from_agent"], message["body"])
 """
 
 from __future__ import annotations
 
+import codecs
+import contextlib
+import json
+import logging
+import random
+import re
+import socket
+import threading
 import time
+from collections.abc import Generator, Iterable, Iterator
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
 import requests
+import urllib3
 
 DEFAULT_BASE_URL = "http://127.0.0.1:6969"
 # Arc clamps long-polls to 60 s; asking for more just returns at 60.
@@ -33,6 +51,22 @@ MAX_LONG_POLL_SEC = 60.0
 # ``ArcError.status`` when no HTTP response came back at all (refused, unreachable, timed out),
 # the code Arc's relay uses for the same case.
 TRANSPORT_ERROR_STATUS = 599
+# The hub sends a keep-alive comment on an idle stream at least every 15 s; a stream
+# silent for three times that is dead (a half-open connection), and is reconnected.
+STREAM_READ_TIMEOUT_SEC = 45.0
+# Reconnect delays: full jitter, uniform in [0, min(max_backoff, BASE * 2**attempt)].
+STREAM_BACKOFF_BASE_SEC = 0.1
+# What a post's envelope carries besides ``result`` (delivery truth), kept on ``last_receipt``.
+RECEIPT_FIELDS = ("recipients", "warning", "delivery")
+
+log = logging.getLogger("arc.client")
+# Seams for tests: the jitter source, and the pause between reconnects.
+_random = random.Random()
+
+
+def _backoff_sleep(delay: float, stop: threading.Event) -> None:
+    """Wait ``delay`` s before reconnecting; returns early when the stream is stopped."""
+    stop.wait(delay)
 
 
 def _present(**fields: Any) -> dict[str, Any]:
@@ -77,6 +111,10 @@ class ArcClient:
         self._session = requests.Session()
         if key:
             self._session.headers["Authorization"] = f"Bearer {key}"
+        # Who the last post() reached: the envelope's ``recipients``, ``warning`` and (DMs) ``delivery``.
+        self.last_receipt: dict[str, Any] | None = None
+        self._streams: set[_StreamHandle] = set()
+        self._streams_lock = threading.Lock()
 
     @property
     def since_id(self) -> int:
@@ -90,7 +128,17 @@ class ArcClient:
     # ── plumbing ──────────────────────────────────────────────────────────
 
     def close(self) -> None:
-        """Close the HTTP session's pooled connections."""
+        """Stop this client's open ``stream()`` iterators (from any thread) and close pooled connections.
+
+        The client stays usable: later calls open new connections.
+        """
+        with self._streams_lock:
+            responses = []
+            for handle in self._streams:
+                handle.stop.set()
+                responses.append(handle.response)
+        for response in responses:
+            _interrupt(response)
         self._session.close()
 
     def __enter__(self) -> ArcClient:
@@ -115,6 +163,18 @@ class ArcClient:
         ``wait`` is how long the hub may hold the request (a long-poll); the HTTP
         timeout is that plus the client's own ``timeout``.
         """
+        return self._envelope(method, path, payload, params=params, wait=wait).get("result")
+
+    def _envelope(
+        self,
+        method: str,
+        path: str,
+        payload: dict[str, Any] | None = None,
+        *,
+        params: dict[str, Any] | None = None,
+        wait: float = 0.0,
+    ) -> dict[str, Any]:
+        """Send one request and return the whole success envelope (``result`` plus top-level extras)."""
         url = self.base_url + path
         try:
             response = self._session.request(method, url, json=payload, params=params, timeout=self.timeout + wait)
@@ -124,10 +184,17 @@ class ArcClient:
                 TRANSPORT_ERROR_STATUS,
             ) from exc
         except requests.RequestException as exc:
-            raise ArcError(
-                f"connection error: cannot reach the hub at {self.base_url} (is it running?): {exc}",
-                TRANSPORT_ERROR_STATUS,
-            ) from exc
+            raise self._unreachable(exc) from exc
+        return self._parse_envelope(response, method, path)
+
+    def _unreachable(self, exc: Exception) -> ArcError:
+        return ArcError(
+            f"connection error: cannot reach the hub at {self.base_url} (is it running?): {exc}",
+            TRANSPORT_ERROR_STATUS,
+        )
+
+    def _parse_envelope(self, response: requests.Response, method: str, path: str) -> dict[str, Any]:
+        """The success envelope of ``response``; ``ArcError`` for an error envelope or a non-JSON answer."""
         try:
             envelope = response.json()
         except ValueError:
@@ -141,7 +208,7 @@ class ArcClient:
             error = envelope.get("error") if isinstance(envelope, dict) else None
             status = response.status_code if response.status_code >= 400 else 400
             raise ArcError(str(error or f"unexpected response from {method} {path}: {envelope!r}"), status)
-        return envelope.get("result")
+        return envelope
 
     # ── Arc's ArcClient API ───────────────────────────────────────────────
 
@@ -172,7 +239,12 @@ class ArcClient:
         reply_to: int | None = None,
         parent_task_id: int | None = None,
     ) -> dict[str, Any]:
-        """Post a message to ``channel`` (a direct message when ``to_agent`` is set). Returns the stored message."""
+        """Post a message to ``channel`` (a direct message when ``to_agent`` is set). Returns the stored message.
+
+        Who it reached is kept on ``last_receipt`` (``recipients``: how many live
+        agents can see it; for a DM ``delivery``: ``{recipient: state}``; and a
+        ``warning`` when it reached nobody live, also logged on ``arc.client``).
+        """
         payload: dict[str, Any] = {"from_agent": self.agent_id, "channel": channel, "kind": kind, "body": body}
         payload.update(
             _present(
@@ -184,7 +256,12 @@ class ArcClient:
                 parent_task_id=parent_task_id,
             )
         )
-        result: dict[str, Any] = self._call("POST", "/v1/messages", payload)
+        envelope = self._envelope("POST", "/v1/messages", payload)
+        self.last_receipt = {name: envelope[name] for name in RECEIPT_FIELDS if name in envelope}
+        result: dict[str, Any] = envelope["result"]
+        warning = envelope.get("warning")
+        if warning:
+            log.warning("message %s from %s in %s: %s", result.get("id"), self.agent_id, channel, warning)
         return result
 
     def dm(self, to_agent: str, body: str, **kw: Any) -> dict[str, Any]:
@@ -221,6 +298,138 @@ class ArcClient:
         if messages:
             self._since_id = max(self._since_id, *(int(m["id"]) for m in messages))
         return messages
+
+    def stream(
+        self,
+        *,
+        channels: str | Iterable[str] | None = None,
+        types: str | Iterable[str] | None = None,
+        exclude_self: bool = True,
+        since_id: int | None = None,
+        reconnect: bool = True,
+        max_backoff: float = 30.0,
+    ) -> Generator[dict[str, Any], None, None]:
+        """Iterate over ``/v1/stream`` (Server-Sent Events): messages as they are posted, newest last.
+
+        Yields each message visible to this agent (broadcasts and its DMs) as the
+        message dict, starting after ``since_id`` (default: the client's cursor,
+        which ``bootstrap()`` moves to the latest message), and advances the
+        client's ``since_id`` as ``poll()`` does, so the two share one cursor.
+        ``channels`` narrows the rooms; ``types`` names the events wanted
+        (``"message"``, ``"claim"``, ``"lock"``, ``"task"``, ``"presence"``,
+        ``"delivery"``, ``"room"``; default messages only). Named events come as
+        ``{"event": "claim", **data}``; leave ``"message"`` out of ``types`` to get
+        only those.
+
+        When the connection drops or the hub restarts, it reconnects after a
+        delay with full jitter (0.1 s doubling per failed attempt, at most
+        ``max_backoff``; back to 0.1 s after a successful connect) and resumes
+        after the last message it yielded (``Last-Event-ID``): no gap, no
+        duplicate. With ``reconnect=False`` a lost connection raises
+        ``ArcError`` (status 599) instead, and the iteration ends when the hub
+        ends the stream. An error answer (bad ``types``, unknown agent key)
+        raises ``ArcError`` either way.
+
+        It runs until the caller breaks out of the loop, calls ``close()`` on
+        the iterator, or calls the client's ``close()`` (from any thread); each
+        closes the HTTP response.
+        """
+        params: dict[str, Any] = {"agent_id": self.agent_id}
+        if exclude_self:
+            params["exclude_self"] = 1
+        params.update(_present(channels=_csv(channels), types=_csv(types)))
+        cursor = self._since_id if since_id is None else int(since_id)
+        handle = _StreamHandle()
+        with self._streams_lock:
+            self._streams.add(handle)
+        attempt = 0
+        try:
+            while not handle.stop.is_set():
+                response = self._stream_connect(handle, params, cursor, reconnect=reconnect)
+                if response is not None:
+                    attempt = 0
+                    try:
+                        for event in self._stream_read(response, handle):
+                            item = _stream_item(event)
+                            if event.event == "message":
+                                cursor = max(cursor, int(item["id"]))
+                                self._since_id = max(self._since_id, cursor)
+                            yield item
+                        if not reconnect:
+                            return  # the hub ended the stream
+                    except _StreamLost as lost:
+                        if not reconnect:
+                            raise ArcError(
+                                f"connection error: lost the stream from {self.base_url}: {lost.__cause__}",
+                                TRANSPORT_ERROR_STATUS,
+                            ) from lost.__cause__
+                    finally:
+                        response.close()
+                if handle.stop.is_set():
+                    return
+                delay = _random.uniform(0.0, min(max_backoff, STREAM_BACKOFF_BASE_SEC * 2**attempt))
+                attempt += 1
+                _backoff_sleep(delay, handle.stop)
+        finally:
+            with self._streams_lock:
+                self._streams.discard(handle)
+
+    def _stream_connect(
+        self, handle: _StreamHandle, params: dict[str, Any], cursor: int, *, reconnect: bool
+    ) -> requests.Response | None:
+        """Open the stream after ``cursor``; ``None`` when the hub cannot be reached (or was stopped) and we retry."""
+        headers = {"Accept": "text/event-stream", "Cache-Control": "no-cache"}
+        if cursor:
+            headers["Last-Event-ID"] = str(cursor)
+        try:
+            response = self._session.get(
+                self.base_url + "/v1/stream",
+                params={**params, "since_id": cursor},
+                headers=headers,
+                stream=True,
+                timeout=(self.timeout, STREAM_READ_TIMEOUT_SEC),
+            )
+        except requests.RequestException as exc:
+            if not reconnect:
+                raise self._unreachable(exc) from exc
+            log.debug("stream: cannot reach %s (%s); retrying", self.base_url, exc)
+            return None
+        if response.status_code != 200:
+            try:
+                # A hub restarting behind a proxy answers 502/503 for a moment: retry those.
+                if reconnect and (response.status_code >= 500 or response.status_code == 429):
+                    log.debug("stream: HTTP %s from %s; retrying", response.status_code, self.base_url)
+                    return None
+                self._parse_envelope(response, "GET", "/v1/stream")
+                raise ArcError(f"GET /v1/stream: unexpected HTTP {response.status_code}", response.status_code)
+            finally:
+                response.close()
+        with self._streams_lock:
+            handle.response = response
+            stopped = handle.stop.is_set()
+        if stopped:  # close() ran while we were connecting
+            response.close()
+            return None
+        return response
+
+    def _stream_read(self, response: requests.Response, handle: _StreamHandle) -> Iterator[SSEEvent]:
+        """The events of one connection; raises ``_StreamLost`` when the connection fails (not when stopped)."""
+        parser = _SSEParser()
+        chunks = response.iter_content(chunk_size=None)
+        while True:
+            try:
+                chunk = next(chunks, None)
+            except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
+                if handle.stop.is_set():
+                    return
+                raise _StreamLost from exc
+            except Exception:
+                if handle.stop.is_set():
+                    return  # close() pulled the connection from under the read
+                raise
+            if chunk is None:
+                return
+            yield from parser.feed(chunk)
 
     def bootstrap(self) -> dict[str, Any]:
         """This agent's starting view of the hub; moves ``since_id`` to the latest visible message."""
@@ -329,3 +538,167 @@ class ArcClient:
                     return message
             if messages:
                 since_id = max(since_id, *(int(m["id"]) for m in messages))
+
+    # ── this hub's extensions ─────────────────────────────────────────────
+
+    def message_status(self, message_id: int) -> dict[str, Any]:
+        """How far message ``message_id`` got: ``recipients`` is a list of ``{"agent_id", "state", ...}``.
+
+        ``state`` is ``queued``, ``delivered`` (handed to a poll, stream or socket),
+        ``leased``, ``acked``, ``failed`` or ``expired``. The hub records deliveries
+        in batches, a fraction of a second after they happen.
+        """
+        result: dict[str, Any] = self._call("GET", f"/v1/messages/{int(message_id)}/status")
+        return result
+
+    def wait_for(self, n: int, *, timeout: float = 30.0, capability: str | None = None) -> list[dict[str, Any]]:
+        """Wait until at least ``n`` agents are live (with ``capability``, if given); returns the roster.
+
+        The hub answers as soon as the n-th agent registers. Raises ``ArcError``
+        (status 408) when fewer than ``n`` are live after ``timeout`` seconds.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            wait = min(max(deadline - time.monotonic(), 0.0), MAX_LONG_POLL_SEC)
+            params = {"wait_for": int(n), "timeout": f"{wait:.3f}", **_present(capability=capability)}
+            envelope = self._envelope("GET", "/v1/agents", params=params, wait=wait)
+            roster: list[dict[str, Any]] = envelope["result"]
+            if envelope.get("ready", len(roster) >= n):
+                return roster
+            if time.monotonic() >= deadline:
+                who = f" with capability {capability!r}" if capability else ""
+                raise ArcError(
+                    f"only {len(roster)} of {n} agents{who} live after {timeout:g}s "
+                    f"({', '.join(a['agent_id'] for a in roster) or 'none'})",
+                    status=408,
+                )
+            if "ready" not in envelope:  # a hub without wait_for (Arc) answers at once: ask again in a second
+                time.sleep(min(1.0, max(deadline - time.monotonic(), 0.0)))
+
+
+def _csv(value: str | Iterable[str] | None) -> str | None:
+    """``"a,b"`` from a string or a list of names; ``None`` when there are none."""
+    if value is None:
+        return None
+    names = [value] if isinstance(value, str) else list(value)
+    return ",".join(name for name in names if name) or None
+
+
+class _StreamHandle:
+    """One running ``stream()``: the flag ``close()`` sets, and the response it must interrupt."""
+
+    def __init__(self) -> None:
+        self.stop = threading.Event()
+        self.response: requests.Response | None = None
+
+
+class _StreamLost(Exception):
+    """The stream's connection failed (the cause says how); the stream reconnects or gives up."""
+
+
+def _interrupt(response: requests.Response | None) -> None:
+    """Wake a thread blocked reading ``response`` and close it.
+
+    Closing a socket does not wake a ``recv()`` blocked on it in another thread;
+    shutting it down does, so the reader sees the end at once instead of at the
+    next keep-alive.
+    """
+    if response is None:
+        return
+    sock = getattr(getattr(response.raw, "connection", None), "sock", None)
+    if isinstance(sock, socket.socket):
+        with contextlib.suppress(OSError):  # already closed
+            sock.shutdown(socket.SHUT_RDWR)
+    response.close()
+
+
+@dataclass(frozen=True)
+class SSEEvent:
+    """One dispatched Server-Sent Event: its type (``message`` unless named), data, and last event id."""
+
+    event: str
+    data: str
+    id: str | None
+
+
+_LINE_END = re.compile(r"\r\n|\r|\n")
+
+
+class _SSEParser:
+    """Incremental Server-Sent Events parser, as the HTML standard's event-stream interpretation.
+
+    Feed it the body in chunks of any size; it returns the events each chunk
+    completes. Lines end in CRLF, LF or CR (even split across chunks); ``:``
+    lines are comments; ``data`` lines accumulate, joined with newlines; an
+    empty line dispatches; ``id`` persists until changed; ``retry`` is ignored
+    (the client has its own backoff); an event cut off by the end is dropped.
+    """
+
+    def __init__(self) -> None:
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._buffer = ""
+        self._started = False
+        self._skip_lf = False  # the last chunk ended in CR: a LF starting the next one is the same line end
+        self._data: list[str] = []
+        self._event = ""
+        self._last_id: str | None = None
+
+    def feed(self, chunk: bytes) -> list[SSEEvent]:
+        text = self._decoder.decode(chunk)
+        if not text:
+            return []
+        if self._skip_lf and text.startswith("\n"):
+            text = text[1:]
+        self._skip_lf = text.endswith("\r")
+        if not self._started:
+            text = text.removeprefix("\ufeff")
+            self._started = True
+        lines = _LINE_END.split(self._buffer + text)
+        self._buffer = lines.pop()
+        events = []
+        for line in lines:
+            event = self._line(line)
+            if event is not None:
+                events.append(event)
+        return events
+
+    def _line(self, line: str) -> SSEEvent | None:
+        if not line:
+            return self._dispatch()
+        if line.startswith(":"):
+            return None
+        name, _, value = line.partition(":")
+        value = value.removeprefix(" ")
+        if name == "data":
+            self._data.append(value)
+        elif name == "event":
+            self._event = value
+        elif name == "id" and "\0" not in value:
+            self._last_id = value
+        return None
+
+    def _dispatch(self) -> SSEEvent | None:
+        data, event = self._data, self._event or "message"
+        self._data, self._event = [], ""
+        if not data:
+            return None
+        return SSEEvent(event=event, data="\n".join(data), id=self._last_id)
+
+
+def _stream_item(event: SSEEvent) -> dict[str, Any]:
+    """What ``stream()`` yields for ``event``: the message dict, or ``{"event": name, **data}``."""
+    try:
+        data = json.loads(event.data)
+    except ValueError as exc:
+        raise ArcError(
+            f"GET /v1/stream: event {event.event!r} carries invalid JSON: {event.data[:200]!r}", 502
+        ) from exc
+    if event.event != "message":
+        return {"event": event.event, **data} if isinstance(data, dict) else {"event": event.event, "data": data}
+    if not isinstance(data, dict):
+        raise ArcError(f"GET /v1/stream: a message event carries {type(data).__name__}, not an object", 502)
+    if "id" not in data and event.id is not None and event.id.isdigit():
+        data["id"] = int(event.id)
+    if "id" not in data:
+        raise ArcError("GET /v1/stream: a message event has no id", 502)
+    return data

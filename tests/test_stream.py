@@ -99,3 +99,15 @@ def test_a_waiting_long_poll_returns_soon_after_another_client_posts(live_hub: H
     assert [m["id"] for m in answer["body"]["result"]] == [message["id"]]
     assert answer["waited"] < 20
     assert time.monotonic() - posted_at < 1.0  # answered within a second of the post, not at the window's end
+
+
+def test_the_hub_stops_cleanly_while_clients_are_waiting(live_hub: Hub) -> None:
+    """SIGTERM with a stream and a long-poll open: exit status 0 (it used to die in a segfault)."""
+    stream = requests.get(f"{live_hub.url}/v1/stream", params={"agent_id": "carol"}, stream=True, timeout=10)
+    waiter = threading.Thread(target=lambda: live_hub.call("GET", "/v1/events?agent_id=carol&timeout=30"), daemon=True)
+    waiter.start()
+    next(stream.iter_lines())  # the stream is open
+    time.sleep(0.3)
+    assert live_hub.stop() == 0
+    assert "Arc hub stopped." in live_hub.output
+    stream.close()
