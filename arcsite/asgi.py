@@ -1,6 +1,5 @@
-"""ASGI entry point: Django (REST, long-poll, SSE, dashboard) behind the request-size guard.
-
-The WebSocket protocol joins this router with the push work (SPEC section 4).
+"""ASGI entry point: Django (REST, long-poll, SSE, dashboard) behind the request-size guard,
+and the WebSocket protocol at ``/v1/ws`` (SPEC section 4, ``coordination.consumers``).
 """
 
 from __future__ import annotations
@@ -8,7 +7,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from channels.routing import ProtocolTypeRouter
+from channels.routing import ProtocolTypeRouter, URLRouter
 from django.core.handlers.asgi import ASGIHandler
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "arcsite.settings")
@@ -65,7 +64,12 @@ class PathRouter:
         await app(scope, receive, send)
 
 
-from coordination.middleware import BodyLimit  # noqa: E402  (needs Django set up first)
+from django.urls import path, re_path  # noqa: E402
+
+from coordination.consumers import HubConsumer, NoRouteConsumer  # noqa: E402  (needs Django set up first)
+from coordination.middleware import BodyLimit  # noqa: E402
 
 django_app = PathRouter(ApiASGIHandler(), HubASGIHandler())
-application = ProtocolTypeRouter({"http": BodyLimit(django_app)})
+# ALLOWED_HOSTS is "*": who may connect is decided per socket (loopback, or remote access on).
+websockets = URLRouter([path("v1/ws", HubConsumer.as_asgi()), re_path(r"", NoRouteConsumer.as_asgi())])
+application = ProtocolTypeRouter({"http": BodyLimit(django_app), "websocket": websockets})

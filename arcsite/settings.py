@@ -80,6 +80,14 @@ ARC_MAX_BODY_CHARS = envint("ARC_MAX_BODY_CHARS", 128_000, minimum=1)
 ARC_MAX_ATTACHMENT_CHARS = envint("ARC_MAX_ATTACHMENT_CHARS", 256_000, minimum=1)
 ARC_MAX_ATTACHMENTS = envint("ARC_MAX_ATTACHMENTS", 32, minimum=0)
 ARC_MAX_QUERY_LIMIT = envint("ARC_MAX_QUERY_LIMIT", 500, minimum=1)
+# WebSocket idle handling (/v1/ws): the hub sends a {"type": "ping"} frame after
+# ARC_WS_PING_SEC without client frames and closes the socket (4408) after ARC_WS_IDLE_SEC.
+ARC_WS_PING_SEC = envint("ARC_WS_PING_SEC", 30, minimum=1)
+ARC_WS_IDLE_SEC = envint("ARC_WS_IDLE_SEC", 90, minimum=2)
+if ARC_WS_IDLE_SEC <= ARC_WS_PING_SEC:
+    raise ImproperlyConfigured(
+        f"ARC_WS_IDLE_SEC ({ARC_WS_IDLE_SEC}) must be greater than ARC_WS_PING_SEC ({ARC_WS_PING_SEC})"
+    )
 # Arc's clients default to ./.arc-relay; so do we, so `ArcClient.over_relay(agent)` works unchanged.
 ARC_SPOOL_DIR = Path(envstr("ARC_SPOOL_DIR", str(Path.cwd() / ".arc-relay"))).expanduser().absolute()
 

@@ -713,7 +713,9 @@ def _pick_assignee(capability: str, *, exclude: str) -> str:
         .annotate(open=Count("task_id", filter=Q(status__in=Task.UNFINISHED)), last=Max("created_at"))
     }
     never = timezone.now() - timedelta(days=36500)
-    return min(sorted(live), key=lambda agent: (load.get(agent, (0, never))[0], load.get(agent, (0, never))[1] or never))
+    return min(
+        sorted(live), key=lambda agent: (load.get(agent, (0, never))[0], load.get(agent, (0, never))[1] or never)
+    )
 
 
 def task_result(*, from_agent: str, task_id: int, success: bool = True, body: str = "", payload: Any = None) -> Message:
