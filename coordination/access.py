@@ -1,0 +1,111 @@
+"""Who is acting, and what they may touch (SPEC section 3). One place for every entry point.
+
+Each request (REST, SSE, WebSocket, relay envelope) resolves to an ``Identity``:
+
+- a valid agent key (``Authorization: Bearer arc_...``): acts as that key's agent,
+  within the key's rooms (none listed: all rooms), as an admin if the key is one;
+- no key, from loopback, under ``ARC_AUTH=loopback-open`` (the default): acts as
+  any agent, as Arc does, so Arc's clients keep working — but is not an admin;
+- a staff user logged in to the dashboard: an admin acting as ``operator``.
+
+Anything else is refused: no key where one is needed (401), a bad key (401), a
+remote client while remote access is off (403).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.conf import settings
+
+from coordination import services
+from coordination.errors import Forbidden, Unauthorized
+from coordination.models import AgentKey
+
+OPERATOR = "operator"
+
+
+@dataclass(frozen=True)
+class Identity:
+    agent_id: str | None = None  # None: not bound to one agent (loopback-open)
+    key_id: str | None = None
+    rooms: frozenset[str] = field(default_factory=frozenset)  # empty: every room
+    admin: bool = False
+    loopback: bool = True
+
+    @property
+    def bound(self) -> bool:
+        return self.agent_id is not None
+
+    def act_as(self, claimed: Any, field_name: str) -> Any:
+        """The agent a request acts as through ``field_name``.
+
+        A bound identity fills an absent field with its agent and refuses another
+        agent's id (403); an unbound one acts as whoever the request names.
+        """
+        if not self.bound:
+            return claimed
+        if claimed is None or claimed == "":
+            return self.agent_id
+        if str(claimed).strip() != self.agent_id:
+            raise Forbidden(f"{field_name} must be {self.agent_id} (the key's agent) or absent, not {claimed}")
+        return self.agent_id
+
+    def bind(self, data: dict[str, Any], *fields: str) -> dict[str, Any]:
+        """``data`` with each acting field checked and filled (see ``act_as``)."""
+        out = dict(data)
+        for name in fields:
+            value = self.act_as(out.get(name), name)
+            if value is not None:
+                out[name] = value
+        return out
+
+    def can_see_room(self, room: str) -> bool:
+        return not self.rooms or room in self.rooms
+
+    def require_room(self, room: str | None) -> None:
+        if room is not None and not self.can_see_room(room):
+            raise Forbidden(f"this key is limited to rooms {', '.join(sorted(self.rooms))}; {room} is not one")
+
+    def visible_rooms(self, requested: Iterable[str] = ()) -> frozenset[str]:
+        """The rooms a reader may follow: its key's scope, narrowed by what it asked for."""
+        wanted = frozenset(requested)
+        for room in wanted:
+            self.require_room(room)
+        return wanted or self.rooms
+
+    def require_admin(self, action: str) -> None:
+        if not self.admin:
+            raise Forbidden(f"{action} needs an admin key (manage.py invite --admin) or a staff login")
+
+
+def resolve(*, authorization: str | None, loopback: bool, staff_user: bool = False) -> Identity:
+    """The identity of a request, from its ``Authorization`` header and origin."""
+    if not loopback and not services.remote_allowed():
+        raise Forbidden(
+            "remote access is off: this hub serves loopback clients only (an admin can turn it on with POST /v1/network)"
+        )
+    if authorization:
+        scheme, _, presented = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not presented.strip():
+            raise Unauthorized("Authorization must be 'Bearer <agent key>'")
+        return identity_for_key(services.key_authenticate(presented=presented.strip()), loopback=loopback)
+    if staff_user:
+        return Identity(agent_id=OPERATOR, admin=True, loopback=loopback)
+    if not loopback:
+        raise Unauthorized("requests from other machines need an agent key (Authorization: Bearer <key>)")
+    if settings.ARC_AUTH == "required":
+        raise Unauthorized("this hub requires an agent key (ARC_AUTH=required): send Authorization: Bearer <key>")
+    return Identity(loopback=True)
+
+
+def identity_for_key(key: AgentKey, *, loopback: bool) -> Identity:
+    return Identity(
+        agent_id=key.agent_id,
+        key_id=key.prefix,
+        rooms=frozenset(key.rooms or []),
+        admin=key.is_admin,
+        loopback=loopback,
+    )
