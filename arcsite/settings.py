@@ -75,6 +75,9 @@ if ARC_REDIS_URL and not ARC_REDIS_URL.startswith(("redis://", "rediss://", "uni
 ARC_HOST = envstr("ARC_HOST", "127.0.0.1")
 ARC_PORT = envint("ARC_PORT", 6969, minimum=0, maximum=65535)
 ARC_ALLOW_REMOTE = envbool("ARC_ALLOW_REMOTE", False)
+# loopback-open: loopback clients without a key act as any agent (Arc's behaviour);
+# required: every /v1 request needs an agent key. Remote clients always need one.
+ARC_AUTH = envchoice("ARC_AUTH", "loopback-open", ("loopback-open", "required"))
 ARC_PRESENCE_TTL_SEC = envint("ARC_PRESENCE_TTL_SEC", 120, minimum=5)
 ARC_MAX_BODY_CHARS = envint("ARC_MAX_BODY_CHARS", 128_000, minimum=1)
 ARC_MAX_ATTACHMENT_CHARS = envint("ARC_MAX_ATTACHMENT_CHARS", 256_000, minimum=1)

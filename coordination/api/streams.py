@@ -179,8 +179,9 @@ async def stream(request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
             try:
                 rows = await feed.backlog()
                 while rows:  # the whole backlog, in pages
-                    yield _sse_messages(rows)
-                    marker.note(rows, feed.cursor)
+                    if "message" in types:
+                        yield _sse_messages(rows)
+                        marker.note(rows, feed.cursor)
                     rows = await feed.backlog()
                 await marker.flush(force=True)
                 last_sent = time.monotonic()
@@ -192,7 +193,6 @@ async def stream(request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
                     chunks = []
                     if rows and "message" in types:
                         chunks.append(_sse_messages(rows))
-                    if rows:
                         marker.note(rows, feed.cursor)
                     chunks.extend(_sse_event(event) for event in others if _visible_event(event, agent_id))
                     if chunks:

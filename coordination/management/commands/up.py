@@ -79,6 +79,7 @@ class Command(BaseCommand):
             signal_handlers=True,
             action_logger=_access_log if options["access_log"] else None,
             http_timeout=None,
+            websocket_timeout=-1,  # sockets live until the client leaves or goes idle (consumers.py)
             verbosity=0,
             ready_callable=ready,
         )

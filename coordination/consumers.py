@@ -1,0 +1,381 @@
+"""The WebSocket edge, ``/v1/ws`` (SPEC section 4): one consumer per socket, thin.
+
+Each client frame is parsed (``coordination.frames``), handed to one service or
+selector through ``database_sync_to_async`` and answered with one frame; domain
+errors become ``error`` frames and never close the socket.
+
+A registered socket follows its agent's feed (broadcasts plus its direct
+messages) with the same gap-free ``MessageFeed`` as ``/v1/stream``, in a task of
+its own: messages are pushed in id order as ``message``/``task``/``result``
+frames, subscribed state changes as ``event`` frames, and what was handed out is
+recorded as delivered. ``subscribe`` replaces that feed (rooms, event types,
+resume point) without a gap or a duplicate.
+
+Idle sockets: after ``ARC_WS_PING_SEC`` without a client frame the hub sends
+``{"type": "ping"}``; after ``ARC_WS_IDLE_SEC`` it closes the socket with 4408.
+The agent's session is left as it is: nothing touches it any more, so presence
+expires by ``ARC_PRESENCE_TTL_SEC`` like any silent agent's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
+from django.utils import timezone
+
+from coordination import frames, selectors, services
+from coordination.errors import ArcError, Conflict, NotFound
+from coordination.feeds import DeliveryMarker, FeedFilter, MessageFeed
+from coordination.middleware import is_loopback
+from coordination.models import Message, Session, iso
+
+log = logging.getLogger("arc.ws")
+
+CLOSE_FORBIDDEN = 4403
+CLOSE_IDLE = 4408
+CLOSE_NO_ROUTE = 4404
+CLOSE_INTERNAL = 1011
+# Client frames other than heartbeat refresh the agent's presence at most this often.
+TOUCH_SEC = 10.0
+
+Frame = dict[str, Any]
+FrameId = str | int | None
+
+
+@dataclass(frozen=True)
+class Subscription:
+    """What a registered socket is pushed: its agent's messages (``rooms`` narrows broadcasts) and events."""
+
+    since_id: int
+    rooms: frozenset[str] = frozenset()
+    types: frozenset[str] = frozenset()
+    exclude_self: bool = True
+
+    def shows(self, message: dict[str, Any]) -> bool:
+        """Direct messages to the agent always come through; broadcasts only from the subscribed rooms."""
+        return message.get("to_agent") is not None or not self.rooms or message.get("channel") in self.rooms
+
+
+class HubConsumer(AsyncWebsocketConsumer):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.agent_id: str | None = None
+        self.session_id: str | None = None
+        self._feed_task: asyncio.Task[None] | None = None
+        self._watchdog: asyncio.Task[None] | None = None
+        # Held while the pump pushes a batch, so replacing the feed never cuts a batch in half.
+        self._pushing = asyncio.Lock()
+        self._resume_id = 0  # every visible message up to this id has been pushed
+        self._last_heard = time.monotonic()
+        self._last_ping = 0.0
+        self._last_touch = 0.0
+        self._handlers: dict[str, Callable[[Frame, FrameId], Awaitable[None]]] = {
+            "register": self._register,
+            "deregister": self._deregister,
+            "discover": self._discover,
+            "post": self._post,
+            "delegate": self._delegate,
+            "result": self._result,
+            "status": self._status,
+            "broadcast": self._broadcast,
+            "subscribe": self._subscribe,
+            "ack": self._ack,
+            "nack": self._nack,
+            "heartbeat": self._heartbeat,
+        }
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:  # however the connection ends (disconnect, server cancel), stop our tasks
+            await self._teardown()
+
+    # ── Connection ────────────────────────────────────────────────────────
+
+    async def connect(self) -> None:
+        client = self.scope.get("client")
+        host = client[0] if client else None
+        if not is_loopback(host) and not await database_sync_to_async(services.remote_allowed)():
+            await self.close(code=CLOSE_FORBIDDEN)  # Daphne answers the handshake with 403
+            return
+        await self.accept()
+        self._last_heard = time.monotonic()
+        self._watchdog = asyncio.create_task(self._watch_idle())
+
+    async def disconnect(self, code: int) -> None:
+        await self._teardown()
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        self._last_heard = time.monotonic()
+        frame_id: FrameId = None
+        try:
+            frame = frames.decode(text_data, limit=settings.ARC_MAX_REQUEST_BYTES)
+            frame_id = frames.correlation_id(frame)
+            kind = frames.frame_type(frame)
+            data = frames.parse(kind, frame, agent_id=self.agent_id)
+            if kind != "heartbeat":
+                await self._touch(force=False)
+            await self._handlers[kind](data, frame_id)
+        except ArcError as exc:
+            await self._send(frames.error_frame(exc, frame_id))
+        except Exception:  # the edge: a failure is an error frame, never a dropped socket
+            log.exception("websocket frame failed")
+            await self._send(frames.internal_error_frame(frame_id))
+
+    async def _send(self, frame: Frame) -> None:
+        await self.send(text_data=json.dumps(frame, ensure_ascii=False))
+
+    async def _touch(self, *, force: bool) -> None:
+        if self.agent_id is None or (not force and time.monotonic() - self._last_touch < TOUCH_SEC):
+            return
+        self._last_touch = time.monotonic()
+        await database_sync_to_async(services.session_touch)(agent_id=self.agent_id)
+
+    # ── Client frames: parse (done) → one service or selector → one reply ─
+
+    async def _register(self, data: Frame, frame_id: FrameId) -> None:
+        if self.agent_id is not None and data["agent_id"] != self.agent_id:
+            raise Conflict(f"this socket is registered as {self.agent_id}; send deregister first")
+        session, newest = await database_sync_to_async(_session_open)(data)
+        first = self.agent_id is None
+        self.agent_id, self.session_id = session.agent_id, session.session_id
+        self._last_touch = time.monotonic()
+        if not first and "since_id" not in data:  # registered again: refresh the session, keep the feed
+            await self._send(frames.reply("registered", frame_id, session=session.as_wire(), since_id=self._resume_id))
+            return
+        await self._replace_feed(
+            Subscription(since_id=data.get("since_id", newest)),
+            frames.reply("registered", frame_id, session=session.as_wire()),
+        )
+
+    async def _deregister(self, data: Frame, frame_id: FrameId) -> None:
+        agent_id, session_id = self.agent_id, self.session_id
+        await self._stop_feed()
+        self.agent_id = self.session_id = None
+        session: Session | None = None
+        # Already replaced by a newer registration, or expired: not registered here either way.
+        with contextlib.suppress(NotFound):
+            session = await database_sync_to_async(services.session_close)(session_id=session_id or "")
+        await self._send(
+            frames.reply(
+                "deregistered", frame_id, agent_id=agent_id, session=session.as_wire() if session is not None else None
+            )
+        )
+
+    async def _discover(self, data: Frame, frame_id: FrameId) -> None:
+        agents = await database_sync_to_async(_roster)(data.get("capability"))
+        await self._send(frames.reply("agents", frame_id, agents=agents))
+
+    async def _post(self, data: Frame, frame_id: FrameId) -> None:
+        message, receipt = await database_sync_to_async(_message_post)(data)
+        await self._send(frames.reply("posted", frame_id, message=message, **receipt))
+
+    async def _broadcast(self, data: Frame, frame_id: FrameId) -> None:
+        fields = {"from_agent": self.agent_id, "channel": "general", "body": data["body"]}
+        message, receipt = await database_sync_to_async(_message_post)(fields)
+        await self._send(frames.reply("posted", frame_id, message=message, **receipt))
+
+    async def _delegate(self, data: Frame, frame_id: FrameId) -> None:
+        message, task, receipt = await database_sync_to_async(_task_delegate)(self.agent_id, data)
+        await self._send(frames.reply("delegated", frame_id, task=task, message=message, **receipt))
+
+    async def _result(self, data: Frame, frame_id: FrameId) -> None:
+        message, task, receipt = await database_sync_to_async(_task_result)(self.agent_id, data)
+        await self._send(frames.reply("posted", frame_id, message=message, task=task, **receipt))
+
+    async def _status(self, data: Frame, frame_id: FrameId) -> None:
+        if "task_id" in data:
+            task = await database_sync_to_async(selectors.task_get)(data["task_id"])
+            await self._send(frames.reply("status", frame_id, task=task.as_wire()))
+        else:
+            await self._send(frames.reply("status", frame_id, hub=await database_sync_to_async(selectors.hub_stats)()))
+
+    async def _subscribe(self, data: Frame, frame_id: FrameId) -> None:
+        # Without since_id the new feed goes on from where the old one stopped: no gap, no repeat.
+        await self._stop_feed()
+        subscription = Subscription(
+            since_id=data.get("since_id", self._resume_id),
+            rooms=frozenset(data.get("channels") or ()),
+            types=frozenset(data.get("types") or ()) - {"message"},
+            exclude_self=data.get("exclude_self", True),
+        )
+        await self._replace_feed(
+            subscription,
+            frames.reply(
+                "subscribed",
+                frame_id,
+                channels=sorted(subscription.rooms),
+                types=sorted(subscription.types),
+                exclude_self=subscription.exclude_self,
+            ),
+        )
+
+    async def _ack(self, data: Frame, frame_id: FrameId) -> None:
+        ids = sorted(set(data["message_ids"]))
+        acked = await database_sync_to_async(services.delivery_ack)(agent_id=self.agent_id, message_ids=ids)
+        await self._send(frames.reply("acked", frame_id, acked=acked, message_ids=ids))
+
+    async def _nack(self, data: Frame, frame_id: FrameId) -> None:
+        delivery = await database_sync_to_async(services.delivery_nack)(agent_id=self.agent_id, **data)
+        await self._send(frames.reply("nacked", frame_id, delivery=delivery.as_wire()))
+
+    async def _heartbeat(self, data: Frame, frame_id: FrameId) -> None:
+        await self._touch(force=True)
+        await self._send(frames.reply("heartbeat_ack", frame_id, ts=iso(timezone.now())))
+
+    # ── The agent's feed ──────────────────────────────────────────────────
+
+    async def _replace_feed(self, subscription: Subscription, answer: Frame) -> None:
+        """Stop the current feed, answer (with the resume point), then start ``subscription``'s feed.
+
+        The answer goes out between the two, so no frame of the old feed follows it.
+        """
+        await self._stop_feed()
+        self._resume_id = subscription.since_id
+        await self._send({**answer, "since_id": subscription.since_id})
+        self._feed_task = asyncio.create_task(self._run_feed(subscription))
+
+    async def _stop_feed(self) -> None:
+        task, self._feed_task = self._feed_task, None
+        if task is None:
+            return
+        async with self._pushing:  # never in the middle of a batch
+            task.cancel()
+        await asyncio.wait([task])
+
+    async def _run_feed(self, subscription: Subscription) -> None:
+        agent_id = self.agent_id
+        assert agent_id is not None
+        feed = MessageFeed(
+            FeedFilter(agent_id=agent_id, exclude_self=subscription.exclude_self),
+            cursor=subscription.since_id,
+            limit=500,
+            event_types=subscription.types,
+        )
+        # Rooms narrow only what is pushed, so the marker must not count the skipped broadcasts as delivered.
+        marker = DeliveryMarker(FeedFilter(agent_id=agent_id, rooms=subscription.rooms))
+        try:
+            async with feed:
+                while True:  # the backlog, in pages
+                    rows = await feed.backlog()
+                    await self._push(agent_id, subscription, rows, [], feed.cursor, marker)
+                    if not rows:
+                        break
+                await marker.flush(force=True)
+                while True:
+                    rows, others = await feed.next(DeliveryMarker.FLUSH_SEC if marker.dirty else None)
+                    await self._push(agent_id, subscription, rows, others, feed.cursor, marker)
+                    await marker.flush()
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # a dead feed must not look like a quiet one
+            log.exception("websocket feed failed for %s", agent_id)
+            await self._send(frames.internal_error_frame(None))
+            await self.close(code=CLOSE_INTERNAL)
+        finally:
+            await asyncio.shield(marker.flush(force=True))
+
+    async def _push(
+        self,
+        agent_id: str,
+        subscription: Subscription,
+        rows: list[dict[str, Any]],
+        others: list[dict[str, Any]],
+        cursor: int,
+        marker: DeliveryMarker,
+    ) -> None:
+        async with self._pushing:
+            shown = [m for m in rows if subscription.shows(m)]
+            for message in shown:
+                await self._send(frames.message_frame(message, agent_id))
+            for event in others:
+                if frames.event_visible(event, agent_id):
+                    await self._send(frames.event_frame(event))
+            marker.note(shown, cursor)
+            self._resume_id = cursor
+
+    # ── Idle handling and teardown ────────────────────────────────────────
+
+    async def _watch_idle(self) -> None:
+        while True:
+            ping_sec, idle_sec = float(settings.ARC_WS_PING_SEC), float(settings.ARC_WS_IDLE_SEC)
+            now = time.monotonic()
+            silent = now - self._last_heard
+            if silent >= idle_sec:
+                log.info("closing websocket of %s: silent for %.0f s", self.agent_id or "(unregistered)", silent)
+                await self._stop_feed()
+                await self.close(code=CLOSE_IDLE)
+                return
+            since_ping = now - max(self._last_heard, self._last_ping)
+            if since_ping >= ping_sec:
+                await self._send({"type": "ping", "close_in_sec": max(0, round(idle_sec - silent))})
+                self._last_ping = now
+                since_ping = 0.0
+            await asyncio.sleep(max(0.01, min(ping_sec - since_ping, idle_sec - silent)))
+
+    async def _teardown(self) -> None:
+        watchdog, self._watchdog = self._watchdog, None
+        if watchdog is not None and watchdog is not asyncio.current_task():
+            watchdog.cancel()
+            await asyncio.wait([watchdog])
+        await self._stop_feed()
+
+
+class NoRouteConsumer(AsyncWebsocketConsumer):
+    """Any other WebSocket path: refused (a 403 at the handshake under Daphne)."""
+
+    async def connect(self) -> None:
+        await self.close(code=CLOSE_NO_ROUTE)
+
+
+# ── The sync side: one service (and the reads its reply needs) per call ──
+
+
+def _session_open(data: Frame) -> tuple[Session, int]:
+    """Register (replacing any earlier session of the agent); also the newest message id, where its feed starts."""
+    metadata = dict(data.get("metadata") or {})
+    if "description" in data:
+        metadata["description"] = data["description"]
+    session = services.session_create(
+        agent_id=data["agent_id"],
+        display_name=data.get("display_name"),
+        capabilities=data.get("capabilities", []),
+        metadata=metadata,
+        replace=True,
+    )
+    return session, selectors.message_newest_id()
+
+
+def _roster(capability: str | None) -> list[dict[str, Any]]:
+    services.sessions_prune_expired()
+    return [agent.as_wire() for agent in selectors.agents_live(capability=capability)]
+
+
+def _receipt(message: Message) -> tuple[dict[str, Any], dict[str, Any]]:
+    return message.as_wire(), selectors.post_receipt(message)
+
+
+def _message_post(data: Frame) -> tuple[dict[str, Any], dict[str, Any]]:
+    return _receipt(services.message_post(**data))
+
+
+def _task_delegate(agent_id: str, data: Frame) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    message = services.task_delegate(from_agent=agent_id, **data)
+    wire, receipt = _receipt(message)
+    return wire, selectors.task_get(message.id).as_wire(), receipt
+
+
+def _task_result(agent_id: str, data: Frame) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    message = services.task_result(from_agent=agent_id, **data)
+    wire, receipt = _receipt(message)
+    return wire, selectors.task_get(data["task_id"]).as_wire(), receipt
