@@ -78,6 +78,28 @@ ARC_ALLOW_REMOTE = envbool("ARC_ALLOW_REMOTE", False)
 # loopback-open: loopback clients without a key act as any agent (Arc's behaviour);
 # required: every /v1 request needs an agent key. Remote clients always need one.
 ARC_AUTH = envchoice("ARC_AUTH", "loopback-open", ("loopback-open", "required"))
+
+
+def envrate(name: str, default: str) -> tuple[int, float, int]:
+    """``<count>/<seconds>[,<burst>]`` → (count, seconds, burst); ``0`` or ``off`` disables."""
+    raw = envstr(name, default)
+    if raw.lower() in {"0", "off"}:
+        return (0, 1.0, 0)
+    try:
+        limit, _, burst = raw.partition(",")
+        count, _, seconds = limit.partition("/")
+        parsed = (int(count), float(seconds or 60), int(burst) if burst else max(1, int(count) // 4))
+    except ValueError as exc:
+        raise ImproperlyConfigured(
+            f"{name} must look like 120/60,30 (posts per seconds, burst) or off, got {raw!r}"
+        ) from exc
+    if parsed[0] < 0 or parsed[1] <= 0 or parsed[2] < 1:
+        raise ImproperlyConfigured(f"{name} needs a positive count, period and burst, got {raw!r}")
+    return parsed
+
+
+# Posts per agent key: 120 per minute with bursts of 30 (SPEC section 3).
+ARC_RATE_LIMIT = envrate("ARC_RATE_LIMIT", "120/60,30")
 ARC_PRESENCE_TTL_SEC = envint("ARC_PRESENCE_TTL_SEC", 120, minimum=5)
 ARC_MAX_BODY_CHARS = envint("ARC_MAX_BODY_CHARS", 128_000, minimum=1)
 ARC_MAX_ATTACHMENT_CHARS = envint("ARC_MAX_ATTACHMENT_CHARS", 256_000, minimum=1)

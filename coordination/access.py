@@ -14,6 +14,9 @@ remote client while remote access is off (403).
 
 from __future__ import annotations
 
+import math
+import threading
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,7 +24,7 @@ from typing import Any
 from django.conf import settings
 
 from coordination import services
-from coordination.errors import Forbidden, Unauthorized
+from coordination.errors import Forbidden, RateLimited, Unauthorized
 from coordination.models import AgentKey
 
 OPERATOR = "operator"
@@ -76,9 +79,79 @@ class Identity:
             self.require_room(room)
         return wanted or self.rooms
 
+    def may_read(self, message: dict[str, Any]) -> bool:
+        """A bound reader sees broadcasts in its rooms and direct messages it sent or received."""
+        if not self.bound:
+            return True
+        if self.agent_id in (message.get("from_agent"), message.get("to_agent")):
+            return True
+        return message.get("to_agent") is None and self.can_see_room(str(message.get("channel")))
+
+    def require_party(self, message: dict[str, Any]) -> None:
+        if not self.may_read(message):
+            raise Forbidden("this message is not visible to this key")
+
+    def check_post(self, *, to_agent: str | None, channel: str | None) -> None:
+        """May this identity post there now? Room scope for broadcasts, then the rate limit."""
+        if to_agent is None:
+            self.require_room(channel or "general")
+        if self.bound:
+            assert self.agent_id is not None
+            rate_limiter.charge(self.agent_id)
+
     def require_admin(self, action: str) -> None:
         if not self.admin:
             raise Forbidden(f"{action} needs an admin key (manage.py invite --admin) or a staff login")
+
+
+class RateLimiter:
+    """Per-agent token buckets for posts (``ARC_RATE_LIMIT``: ``<posts>/<seconds>[,burst]``).
+
+    Applies to key-bound agents: an unkeyed loopback client names any agent it likes,
+    so a per-agent limit would not bind it. Buckets live in this process.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._buckets: dict[str, tuple[float, float]] = {}  # agent → (tokens, last refill)
+
+    def charge(self, agent_id: str) -> None:
+        rate, per_sec, burst = settings.ARC_RATE_LIMIT
+        if rate <= 0:
+            return
+        refill = rate / per_sec
+        now = time.monotonic()
+        with self._lock:
+            tokens, last = self._buckets.get(agent_id, (float(burst), now))
+            tokens = min(float(burst), tokens + (now - last) * refill)
+            if tokens < 1.0:
+                self._buckets[agent_id] = (tokens, now)
+                raise RateLimited(
+                    f"{agent_id} is posting too fast (limit {rate} per {per_sec:g}s, burst {burst})",
+                    retry_after=max(1, math.ceil((1.0 - tokens) / refill)),
+                )
+            self._buckets[agent_id] = (tokens - 1.0, now)
+
+    def reset(self) -> None:
+        with self._lock:
+            self._buckets.clear()
+
+
+rate_limiter = RateLimiter()
+
+
+def attach(request: Any, identity: Identity) -> None:
+    request.arc_identity = identity
+
+
+def of(request: Any) -> Identity:
+    """The identity the edge resolved for ``request``; fails closed when none was resolved."""
+    identity = getattr(request, "arc_identity", None)
+    if identity is None and hasattr(request, "_request"):  # a DRF Request wraps Django's
+        identity = getattr(request._request, "arc_identity", None)
+    if not isinstance(identity, Identity):
+        raise Unauthorized("the request was not authenticated")
+    return identity
 
 
 def resolve(*, authorization: str | None, loopback: bool, staff_user: bool = False) -> Identity:

@@ -42,3 +42,13 @@ class Conflict(ArcError):
 
 class PayloadTooLarge(ArcError):
     status = 413
+
+
+class RateLimited(ArcError):
+    """Too many requests; ``retry_after`` seconds until the next one is accepted (429)."""
+
+    status = 429
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after

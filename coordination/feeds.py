@@ -47,8 +47,8 @@ class FeedFilter:
             return False
         if self.thread_id is not None and m.get("thread_id") != self.thread_id:
             return False
-        if self.rooms and m.get("channel") not in self.rooms:
-            return False
+        if self.rooms and to_agent is None and m.get("channel") not in self.rooms:
+            return False  # rooms narrow broadcasts; direct messages to the reader always pass
         return not (self.exclude_self and self.agent_id is not None and m.get("from_agent") == self.agent_id)
 
     def query(self, *, after: int, through: int | None, limit: int) -> list[dict[str, Any]]:

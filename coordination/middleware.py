@@ -17,8 +17,9 @@ from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_asy
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 
-from coordination import hub, services
+from coordination import access, hub, services
 from coordination.api import envelope
+from coordination.errors import ArcError, Forbidden
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -115,7 +116,13 @@ async def _reply(send: Send, status: int, message: str) -> None:
 
 
 class ArcEdgeMiddleware:
-    """Refuse remote clients unless remote access is on; add ``X-Arc-Instance`` to every response."""
+    """Who is calling, and the hub's stamp on every response.
+
+    On ``/v1/`` it resolves the request's ``Identity`` (agent key, loopback rules,
+    remote access; see ``coordination.access``) and answers 401/403 itself when that
+    fails; elsewhere (dashboard, admin) it only refuses remote clients while remote
+    access is off. Every response gets ``X-Arc-Instance``.
+    """
 
     sync_capable = True
     async_capable = True
@@ -129,24 +136,39 @@ class ArcEdgeMiddleware:
     def __call__(self, request: HttpRequest) -> Any:
         if self.is_async:
             return self._acall(request)
-        refusal = self._refusal(request)
+        refusal = self._identify(request)
         response = refusal or self.get_response(request)
-        response["X-Arc-Instance"] = hub.instance_id()
-        response.headers.setdefault("X-Content-Type-Options", "nosniff")
-        return response
+        return _stamp(response, hub.instance_id())
 
     async def _acall(self, request: HttpRequest) -> HttpResponse:
-        refusal = None if is_loopback(request.META.get("REMOTE_ADDR")) else await sync_to_async(self._refusal)(request)
+        if _needs_database(request):
+            refusal = await sync_to_async(self._identify)(request)
+        else:
+            refusal = self._identify(request)
         response: HttpResponse = refusal or await self.get_response(request)
-        response["X-Arc-Instance"] = hub.cached_instance_id() or await sync_to_async(hub.instance_id)()
-        response.headers.setdefault("X-Content-Type-Options", "nosniff")
-        return response
+        return _stamp(response, hub.cached_instance_id() or await sync_to_async(hub.instance_id)())
 
     @staticmethod
-    def _refusal(request: HttpRequest) -> HttpResponse | None:
-        if is_loopback(request.META.get("REMOTE_ADDR")) or services.remote_allowed():
-            return None
-        return envelope.error(
-            "remote access is off: this hub serves loopback clients only (an admin can turn it on with POST /v1/network)",
-            403,
-        )
+    def _identify(request: HttpRequest) -> HttpResponse | None:
+        loopback = is_loopback(request.META.get("REMOTE_ADDR"))
+        try:
+            if request.path.startswith("/v1/"):
+                access.attach(
+                    request, access.resolve(authorization=request.headers.get("Authorization"), loopback=loopback)
+                )
+            elif not loopback and not services.remote_allowed():
+                raise Forbidden("remote access is off: this hub serves loopback clients only")
+        except ArcError as exc:
+            return envelope.from_exception(exc)
+        return None
+
+
+def _needs_database(request: HttpRequest) -> bool:
+    """Resolving the identity reads the database only for a key or a remote client."""
+    return bool(request.headers.get("Authorization")) or not is_loopback(request.META.get("REMOTE_ADDR"))
+
+
+def _stamp(response: HttpResponse, instance: str) -> HttpResponse:
+    response["X-Arc-Instance"] = instance
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    return response

@@ -73,8 +73,8 @@ def messages_feed(
         rows = rows.filter(channel=channel)
     if thread_id is not None:
         rows = rows.filter(thread_id=thread_id)
-    if rooms:
-        rows = rows.filter(channel__in=rooms)
+    if rooms:  # narrows broadcasts; the reader's own direct messages always pass
+        rows = rows.filter(Q(channel__in=rooms) | Q(to_agent__isnull=False))
     if exclude_self and agent_id is not None:
         rows = rows.exclude(from_agent=agent_id)
     return list(rows.order_by("id")[:limit])

@@ -28,7 +28,7 @@ from django.db.models import Count, Max, Q
 from django.utils import timezone
 
 from coordination import events, selectors
-from coordination.errors import Conflict, Invalid, NotFound, Unauthorized
+from coordination.errors import Conflict, Forbidden, Invalid, NotFound, Unauthorized
 from coordination.models import AgentKey, Claim, Delivery, FeedCursor, HubState, Lock, Message, Room, Session, Task
 
 log = logging.getLogger("arc.services")
@@ -95,10 +95,13 @@ def session_create(
         return session
 
 
-def session_close(*, session_id: str) -> Session:
+def session_close(*, session_id: str, actor: str | None = None) -> Session:
+    """Close a session; an ``actor`` (a key's agent) may close only its own."""
     with transaction.atomic():
-        updated = Session.objects.filter(pk=session_id, active=True).update(active=False)
-        if not updated:
+        sessions = Session.objects.filter(pk=session_id, active=True)
+        if actor is not None:
+            sessions = sessions.filter(agent_id=actor)
+        if not sessions.update(active=False):
             raise NotFound("session not found")
         session = Session.objects.get(pk=session_id)
         events.publish("presence", {"agent_id": session.agent_id, "state": "gone", "session": session.as_wire()})
@@ -278,7 +281,7 @@ def message_post(
             parent = Task.objects.filter(pk=parent_task_id).first()
             if parent is None:
                 raise Invalid("parent_task_id references unknown task")
-        finishes = _task_finished_by(kind, reply_to, meta)
+        finishes = _task_finished_by(kind, reply_to, meta, from_agent)
         if finishes is not None:
             meta["task_completed" if finishes[1] else "task_failed"] = finishes[0].task_id
         _serialize_on(_MESSAGE_ORDER_LOCK)
@@ -386,13 +389,24 @@ def _feed_cursor_raise(agent_id: str, through_id: int, now: datetime) -> None:
         )
 
 
-def _task_finished_by(kind: str, reply_to: int | None, metadata: dict[str, Any]) -> tuple[Task, bool] | None:
-    """The unfinished task a ``task_result`` finishes, and whether it succeeded."""
+def _task_finished_by(
+    kind: str, reply_to: int | None, metadata: dict[str, Any], poster: str
+) -> tuple[Task, bool] | None:
+    """The unfinished task a ``task_result`` finishes, and whether it succeeded.
+
+    A request addressed to an agent is finished only by that agent (or its requester
+    or claimant); an open request (no assignee) by whoever answers, as in Arc.
+    """
     if kind != Message.Kind.TASK_RESULT or reply_to is None:
         return None
     task = Task.objects.filter(pk=reply_to, status__in=Task.UNFINISHED).first()
     if task is None or not Message.objects.filter(pk=reply_to, kind=Message.Kind.TASK_REQUEST).exists():
         return None
+    if task.assignee is not None:
+        try:
+            _task_actor_check(task, poster, "finish")
+        except Forbidden:
+            return None
     return task, metadata.get("success") is not False
 
 
@@ -592,18 +606,20 @@ def _ttl_check(ttl_sec: int) -> None:
 # ── Tasks ─────────────────────────────────────────────────────────────────
 
 
-def task_complete(*, task_id: int) -> tuple[Task, bool]:
+def task_complete(*, task_id: int, actor: str | None = None) -> tuple[Task, bool]:
     """Mark a task done and roll completion up its parents.
 
     Returns ``(task, parent_completed)``. Completing a done task is a no-op (Arc);
     a failed or timed-out task cannot be completed (``Conflict``). When the last
     unfinished sibling completes, the parent completes too and a ``notice`` says so
     in the parent's room and thread; that may in turn complete the grandparent.
+    An ``actor`` (a key's agent) must be the task's requester, assignee or claimant.
     """
     with transaction.atomic():
         task = Task.objects.filter(pk=task_id).first()
         if task is None:
             raise NotFound("task not found")
+        _task_actor_check(task, actor, "complete")
         if task.status == Task.Status.DONE:
             return task, False
         if task.status not in Task.UNFINISHED:
@@ -644,8 +660,23 @@ def _task_rollup(task: Task) -> bool:
     return True
 
 
-def task_fail(*, task_id: int, reason: str) -> Task:
+def _task_actor_check(task: Task, actor: str | None, verb: str) -> None:
+    if actor is None or actor in (task.requester, task.assignee):
+        return
+    claimed = (
+        Claim.objects.active()
+        .filter(owner_agent_id=actor)
+        .filter(Q(task_message_id=task.task_id) | Q(claim_key=f"task-{task.task_id}"))
+    )
+    if not claimed.exists():
+        raise Forbidden(f"only the task's requester, assignee or claimant may {verb} task {task.task_id}")
+
+
+def task_fail(*, task_id: int, reason: str, actor: str | None = None) -> Task:
     """Mark an unfinished task failed with ``reason`` (``Conflict`` if already finished)."""
+    task = Task.objects.filter(pk=task_id).first()
+    if task is not None:
+        _task_actor_check(task, actor, "fail")
     with transaction.atomic():
         updated = Task.objects.filter(pk=task_id, status__in=Task.UNFINISHED).update(
             status=Task.Status.FAILED, completed_at=timezone.now(), failure_reason=reason

@@ -22,8 +22,9 @@ from tests.hubproc import Hub, running_hub
 class ApiClient:
     """Django's test client speaking Arc JSON, returning ``(status, envelope)``."""
 
-    def __init__(self) -> None:
-        self.client = Client()
+    def __init__(self, key: str | None = None) -> None:
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        self.client = Client(headers=headers)
 
     def get(self, path: str, **params: Any) -> tuple[int, dict[str, Any]]:
         response = self.client.get(path, params)
@@ -47,6 +48,22 @@ class ApiClient:
 def api(db: None) -> ApiClient:
     hub_module.forget_instance_id()
     return ApiClient()
+
+
+@pytest.fixture
+def admin_api(api: ApiClient) -> ApiClient:
+    """``root``, holding an admin key: may toggle the network, shut down, mint and revoke keys."""
+    from coordination import services
+
+    _, plaintext = services.key_mint(agent_id="root", admin=True, label="test admin")
+    return ApiClient(key=plaintext)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_rate_limits() -> None:
+    from coordination import access
+
+    access.rate_limiter.reset()
 
 
 @pytest.fixture

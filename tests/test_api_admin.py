@@ -114,22 +114,28 @@ def test_network_reports_remote_access_off_by_default(api):
     assert api.get("/v1/network") == (200, {"ok": True, "result": {"allow_remote": False}})
 
 
-def test_network_toggles_remote_access(api):
-    assert api.post("/v1/network", {"allow_remote": True}) == (200, {"ok": True, "result": {"allow_remote": True}})
+def test_network_toggles_remote_access(api, admin_api):
+    assert admin_api.post("/v1/network", {"allow_remote": True}) == (
+        200,
+        {"ok": True, "result": {"allow_remote": True}},
+    )
     assert api.get("/v1/network")[1]["result"] == {"allow_remote": True}
     assert api.get("/v1/hub-info")[1]["result"]["allow_remote"] is True
 
-    assert api.post("/v1/network", {"allow_remote": False}) == (200, {"ok": True, "result": {"allow_remote": False}})
+    assert admin_api.post("/v1/network", {"allow_remote": False}) == (
+        200,
+        {"ok": True, "result": {"allow_remote": False}},
+    )
     assert api.get("/v1/network")[1]["result"] == {"allow_remote": False}
 
 
-def test_network_without_allow_remote_changes_nothing(api):
-    api.post("/v1/network", {"allow_remote": True})
+def test_network_without_allow_remote_changes_nothing(api, admin_api):
+    admin_api.post("/v1/network", {"allow_remote": True})
 
-    assert api.post("/v1/network", {}) == (200, {"ok": True, "result": {"allow_remote": True}})
+    assert admin_api.post("/v1/network", {}) == (200, {"ok": True, "result": {"allow_remote": True}})
 
 
-def test_a_remote_client_is_refused_while_remote_access_is_off(api):
+def test_a_remote_client_is_refused_while_remote_access_is_off(api, admin_api):
     response = api.client.get("/v1/channels", REMOTE_ADDR="192.0.2.7")
 
     assert response.status_code == 403
@@ -137,8 +143,24 @@ def test_a_remote_client_is_refused_while_remote_access_is_off(api):
     assert "remote access is off" in response.json()["error"]
     assert response["X-Arc-Instance"].startswith("mh1-")
 
-    api.post("/v1/network", {"allow_remote": True})
-    assert api.client.get("/v1/channels", REMOTE_ADDR="192.0.2.7").status_code == 200
+    admin_api.post("/v1/network", {"allow_remote": True})
+    # Now remote clients are let in, but never without a key.
+    without_key = api.client.get("/v1/channels", REMOTE_ADDR="192.0.2.7")
+    assert without_key.status_code == 401
+    assert "need an agent key" in without_key.json()["error"]
+    assert admin_api.client.get("/v1/channels", REMOTE_ADDR="192.0.2.7").status_code == 200
+
+
+def test_only_an_admin_may_toggle_the_network_or_shut_down(api, no_pending_shutdown):
+    for path, body in (
+        ("/v1/network", {"allow_remote": True}),
+        ("/v1/shutdown", {"delay_sec": 3600}),
+        ("/v1/shutdown/cancel", {}),
+    ):
+        status, env = api.post(path, body)
+        assert status == 403, path
+        assert "admin key" in env["error"]
+    assert api.get("/v1/network")[1]["result"] == {"allow_remote": False}
 
 
 # ── /v1/shutdown ────────────────────────────────────────────────────────────
@@ -148,8 +170,8 @@ def test_shutdown_status_is_null_when_nothing_is_pending(api, no_pending_shutdow
     assert api.get("/v1/shutdown") == (200, {"ok": True, "result": None})
 
 
-def test_shutdown_can_be_scheduled_announced_and_cancelled(api, no_pending_shutdown):
-    status, env = api.post("/v1/shutdown", {"delay_sec": 3600})
+def test_shutdown_can_be_scheduled_announced_and_cancelled(api, admin_api, no_pending_shutdown):
+    status, env = admin_api.post("/v1/shutdown", {"delay_sec": 3600})
 
     assert status == 200
     assert env["ok"] is True
@@ -164,7 +186,7 @@ def test_shutdown_can_be_scheduled_announced_and_cancelled(api, no_pending_shutd
     assert announced["body"] == "Hub shutdown initiated. Shutting down in 3600 seconds."
     assert announced["metadata"] == {"shutdown": True, "delay_sec": 3600}
 
-    assert api.post("/v1/shutdown/cancel") == (200, {"ok": True, "result": {"status": "shutdown_cancelled"}})
+    assert admin_api.post("/v1/shutdown/cancel") == (200, {"ok": True, "result": {"status": "shutdown_cancelled"}})
 
     assert api.get("/v1/shutdown") == (200, {"ok": True, "result": None})
     cancelled = notices(api)[-1]
@@ -173,32 +195,35 @@ def test_shutdown_can_be_scheduled_announced_and_cancelled(api, no_pending_shutd
     assert cancelled["metadata"] == {"shutdown_cancelled": True}
 
 
-def test_shutdown_defaults_to_a_sixty_second_delay_like_arc(api, no_pending_shutdown):
-    status, env = api.post("/v1/shutdown")
+def test_shutdown_defaults_to_a_sixty_second_delay_like_arc(api, admin_api, no_pending_shutdown):
+    status, env = admin_api.post("/v1/shutdown")
 
     assert status == 200
     assert env["result"]["delay_sec"] == 60
     assert notices(api)[0]["metadata"] == {"shutdown": True, "delay_sec": 60}
-    api.post("/v1/shutdown/cancel")
+    admin_api.post("/v1/shutdown/cancel")
     assert api.get("/v1/shutdown")[1]["result"] is None
 
 
-def test_a_second_shutdown_is_refused_while_one_is_pending(api, no_pending_shutdown):
-    api.post("/v1/shutdown", {"delay_sec": 3600})
+def test_a_second_shutdown_is_refused_while_one_is_pending(api, admin_api, no_pending_shutdown):
+    admin_api.post("/v1/shutdown", {"delay_sec": 3600})
 
-    assert api.post("/v1/shutdown", {"delay_sec": 3000}) == (400, {"ok": False, "error": "shutdown already pending"})
+    assert admin_api.post("/v1/shutdown", {"delay_sec": 3000}) == (
+        400,
+        {"ok": False, "error": "shutdown already pending"},
+    )
     assert api.get("/v1/shutdown")[1]["result"]["delay_sec"] == 3600
     assert len(notices(api)) == 1
 
 
-def test_cancel_without_a_pending_shutdown_is_refused(api, no_pending_shutdown):
-    assert api.post("/v1/shutdown/cancel") == (400, {"ok": False, "error": "no shutdown pending"})
+def test_cancel_without_a_pending_shutdown_is_refused(api, admin_api, no_pending_shutdown):
+    assert admin_api.post("/v1/shutdown/cancel") == (400, {"ok": False, "error": "no shutdown pending"})
     assert notices(api) == []
 
 
 @pytest.mark.parametrize("delay", [-1, 3601])
-def test_shutdown_delay_must_be_within_an_hour(api, no_pending_shutdown, delay):
-    status, env = api.post("/v1/shutdown", {"delay_sec": delay})
+def test_shutdown_delay_must_be_within_an_hour(api, admin_api, no_pending_shutdown, delay):
+    status, env = admin_api.post("/v1/shutdown", {"delay_sec": delay})
 
     assert status == 400
     assert "delay_sec" in env["error"]

@@ -121,6 +121,14 @@ def no_pending_shutdown() -> Iterator[None]:
         pytest.fail("a refused request started a shutdown")
 
 
+ADMIN_PATHS = {"/v1/network", "/v1/shutdown", "/v1/shutdown/cancel"}
+
+
+def client_for(path, api, admin_api):
+    """Admin endpoints refuse anyone but an admin before they read the body; validate as the admin."""
+    return admin_api if path in ADMIN_PATHS else api
+
+
 def assert_error_envelope(status, env, expected_status=400):
     assert status == expected_status, env
     assert set(env) == {"ok", "error"}
@@ -134,8 +142,8 @@ def assert_error_envelope(status, env, expected_status=400):
 
 @pytest.mark.parametrize("path", list(POST_ENDPOINTS))
 @pytest.mark.parametrize(("raw", "error"), BAD_BODIES)
-def test_it_refuses_a_body_that_is_not_a_json_object(api, path, raw, error):
-    status, env = api.post(path, raw=raw)
+def test_it_refuses_a_body_that_is_not_a_json_object(api, admin_api, path, raw, error):
+    status, env = client_for(path, api, admin_api).post(path, raw=raw)
 
     assert_error_envelope(status, env)
     assert env["error"].startswith(error)
@@ -181,20 +189,20 @@ def test_a_missing_required_field_is_named(api, path, field, how):
     assert field in env["error"]
 
 
-def test_endpoints_without_required_fields_accept_an_empty_body(api):
-    assert api.post("/v1/network", raw=b"") == (200, {"ok": True, "result": {"allow_remote": False}})
+def test_endpoints_without_required_fields_accept_an_empty_body(api, admin_api):
+    assert admin_api.post("/v1/network", raw=b"") == (200, {"ok": True, "result": {"allow_remote": False}})
     assert api.post("/v1/tasks/1/complete", raw=b"") == (404, {"ok": False, "error": "task not found"})
-    assert api.post("/v1/shutdown/cancel", raw=b"") == (400, {"ok": False, "error": "no shutdown pending"})
+    assert admin_api.post("/v1/shutdown/cancel", raw=b"") == (400, {"ok": False, "error": "no shutdown pending"})
 
 
 # ── Wrong types ─────────────────────────────────────────────────────────────
 
 
 @pytest.mark.parametrize(("path", "field", "value"), WRONG_TYPES)
-def test_a_wrong_type_is_refused_and_named(api, path, field, value):
+def test_a_wrong_type_is_refused_and_named(api, admin_api, path, field, value):
     payload = {**POST_ENDPOINTS[path][0], field: value}
 
-    status, env = api.post(path, payload)
+    status, env = client_for(path, api, admin_api).post(path, payload)
 
     assert_error_envelope(status, env)
     assert field in env["error"]
@@ -214,8 +222,8 @@ def test_a_wrong_type_is_refused_and_named(api, path, field, value):
         ("/v1/shutdown", {"delay_sec": 10**30}, "delay_sec"),
     ],
 )
-def test_an_integer_too_large_for_storage_is_refused(api, path, payload, field):
-    status, env = api.post(path, payload)
+def test_an_integer_too_large_for_storage_is_refused(api, admin_api, path, payload, field):
+    status, env = client_for(path, api, admin_api).post(path, payload)
 
     assert_error_envelope(status, env)
     assert field in env["error"]

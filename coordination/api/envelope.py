@@ -22,4 +22,8 @@ def error(message: str, status: int = 400) -> JsonResponse:
 
 
 def from_exception(exc: ArcError) -> JsonResponse:
-    return error(exc.message, exc.status)
+    response = error(exc.message, exc.status)
+    retry_after = getattr(exc, "retry_after", None)
+    if retry_after is not None:
+        response["Retry-After"] = str(retry_after)
+    return response

@@ -19,7 +19,7 @@ from asgiref.sync import sync_to_async
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from coordination import selectors, services
+from coordination import access, selectors, services
 from coordination.api import envelope
 from coordination.api.errors import response_for
 from coordination.api.params import query_bool, query_int, query_limit, query_since_id, query_str, query_timeout
@@ -78,22 +78,28 @@ async def messages(request: HttpRequest) -> HttpResponse:
     channel, thread_id = query_str(q, "channel"), query_str(q, "thread_id")
     if not channel and not thread_id:
         raise Invalid("channel or thread_id query parameter is required")
+    who = access.of(request)
     if channel:
+        who.require_room(channel)
         await sync_to_async(selectors.room_get)(channel)
-    flt = FeedFilter(channel=channel, thread_id=thread_id, broadcast_only=True)
+    flt = FeedFilter(channel=channel, thread_id=thread_id, rooms=who.rooms, broadcast_only=True)
     return envelope.ok(await _long_poll(flt, query_since_id(q), query_limit(q), query_timeout(q), None))
 
 
 def _agent_filter(request: HttpRequest, *, rooms: frozenset[str] = frozenset()) -> FeedFilter:
+    """An agent's feed as its identity allows: its own id, its key's rooms (narrowed by ``rooms``)."""
     q = request.GET
-    agent_id = query_str(q, "agent_id")
+    who = access.of(request)
+    agent_id = who.act_as(query_str(q, "agent_id"), "agent_id")
     if not agent_id:
         raise Invalid("agent_id query parameter is required")
+    channel = query_str(q, "channel")
+    who.require_room(channel)
     return FeedFilter(
         agent_id=agent_id,
-        channel=query_str(q, "channel"),
+        channel=channel,
         thread_id=query_str(q, "thread_id"),
-        rooms=rooms,
+        rooms=who.visible_rooms(rooms),
         exclude_self=query_bool(q, "exclude_self"),
     )
 

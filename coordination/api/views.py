@@ -11,7 +11,7 @@ from django.http import HttpResponse
 from rest_framework.request import Request
 from rest_framework.views import APIView
 
-from coordination import hub, selectors, services
+from coordination import access, hub, selectors, services
 from coordination.api import serializers as s
 from coordination.api.envelope import ok
 from coordination.api.params import json_object, query_bool, query_limit, query_optional_int, query_since_id, query_str
@@ -33,7 +33,8 @@ class ArcView(APIView):
 
 class SessionsView(ArcView):
     def post(self, request: Request) -> HttpResponse:
-        data = s.SessionCreate.parse(self.body(request))
+        who = access.of(request)
+        data = s.SessionCreate.parse(who.bind(self.body(request), "agent_id"))
         session = services.session_create(
             agent_id=data["agent_id"],
             display_name=data.get("display_name"),
@@ -46,16 +47,17 @@ class SessionsView(ArcView):
 
 class SessionView(ArcView):
     def delete(self, request: Request, session_id: str) -> HttpResponse:
-        services.session_close(session_id=session_id)
+        services.session_close(session_id=session_id, actor=access.of(request).agent_id)
         return ok({"session_id": session_id, "deleted": True})
 
 
 class ChannelsView(ArcView):
     def get(self, request: Request) -> HttpResponse:
-        return ok([room.as_wire() for room in selectors.rooms_list()])
+        who = access.of(request)
+        return ok([room.as_wire() for room in selectors.rooms_list() if who.can_see_room(room.name)])
 
     def post(self, request: Request) -> HttpResponse:
-        data = s.ChannelCreate.parse(self.body(request))
+        data = s.ChannelCreate.parse(access.of(request).bind(self.body(request), "created_by"))
         room, created = services.room_create(
             name=data["name"], created_by=data.get("created_by"), metadata=data.get("metadata")
         )
@@ -71,19 +73,23 @@ class MessagePostView(ArcView):
     """``POST /v1/messages``; ``GET`` is the long-poll in ``streams``."""
 
     def post(self, request: Request) -> HttpResponse:
-        data = s.MessagePost.parse(self.body(request))
+        who = access.of(request)
+        data = s.MessagePost.parse(who.bind(self.body(request), "from_agent"))
+        who.check_post(to_agent=data.get("to_agent"), channel=data.get("channel"))
         message = services.message_post(**data)
         return ok(message.as_wire(), 201, **selectors.post_receipt(message))
 
 
 class MessageStatusView(ArcView):
     def get(self, request: Request, message_id: int) -> HttpResponse:
-        return ok(selectors.message_status(selectors.message_get(message_id)))
+        message = selectors.message_get(message_id)
+        access.of(request).require_party(message.as_wire())
+        return ok(selectors.message_status(message))
 
 
 class BootstrapView(ArcView):
     def get(self, request: Request) -> HttpResponse:
-        agent_id = query_str(request.query_params, "agent_id")
+        agent_id = access.of(request).act_as(query_str(request.query_params, "agent_id"), "agent_id")
         if not agent_id:
             raise Invalid("agent_id query parameter is required")
         services.sessions_prune_expired()
@@ -92,16 +98,22 @@ class BootstrapView(ArcView):
 
 class ThreadsView(ArcView):
     def get(self, request: Request) -> HttpResponse:
-        return ok(selectors.threads_list())
+        who = access.of(request)
+        return ok([t for t in selectors.threads_list() if t["channel"] is None or who.can_see_room(t["channel"])])
 
 
 class ThreadView(ArcView):
     def get(self, request: Request, thread_id: str) -> HttpResponse:
-        return ok(selectors.thread_detail(thread_id=thread_id))
+        who = access.of(request)
+        detail = selectors.thread_detail(thread_id=thread_id)
+        who.require_room(detail["thread"]["channel"])
+        detail["messages"] = [m for m in detail["messages"] if who.may_read(m)]
+        return ok(detail)
 
 
 class InboxView(ArcView):
     def get(self, request: Request, agent_id: str) -> HttpResponse:
+        agent_id = access.of(request).act_as(agent_id, "agent_id")
         q = request.query_params
         messages = selectors.inbox(agent_id=agent_id, since_id=query_since_id(q), limit=query_limit(q))
         return ok([m.as_wire() for m in messages])
@@ -114,21 +126,21 @@ class ClaimsView(ArcView):
         return ok([c.as_wire() for c in claims])
 
     def post(self, request: Request) -> HttpResponse:
-        data = s.ClaimAcquire.parse(self.body(request))
+        data = s.ClaimAcquire.parse(access.of(request).bind(self.body(request), "owner_agent_id"))
         claim, acquired = services.claim_acquire(**data)
         return ok(claim.as_wire(), 201 if acquired else 200, acquired=acquired)
 
 
 class ClaimRefreshView(ArcView):
     def post(self, request: Request) -> HttpResponse:
-        claim = services.claim_refresh(**s.ClaimRefresh.parse(self.body(request)))
-        return ok(claim.as_wire(), acquired=True)
+        data = s.ClaimRefresh.parse(access.of(request).bind(self.body(request), "owner_agent_id"))
+        return ok(services.claim_refresh(**data).as_wire(), acquired=True)
 
 
 class ClaimReleaseView(ArcView):
     def post(self, request: Request) -> HttpResponse:
-        claim = services.claim_release(**s.ClaimRelease.parse(self.body(request)))
-        return ok(claim.as_wire())
+        data = s.ClaimRelease.parse(access.of(request).bind(self.body(request), "agent_id"))
+        return ok(services.claim_release(**data).as_wire())
 
 
 class LocksView(ArcView):
@@ -138,20 +150,21 @@ class LocksView(ArcView):
         return ok([lk.as_wire() for lk in locks])
 
     def post(self, request: Request) -> HttpResponse:
-        lock, acquired = services.lock_acquire(**s.LockAcquire.parse(self.body(request)))
+        data = s.LockAcquire.parse(access.of(request).bind(self.body(request), "agent_id"))
+        lock, acquired = services.lock_acquire(**data)
         return ok(lock.as_wire(), 201 if acquired else 200, acquired=acquired)
 
 
 class LockRefreshView(ArcView):
     def post(self, request: Request) -> HttpResponse:
-        lock = services.lock_refresh(**s.LockRefresh.parse(self.body(request)))
-        return ok(lock.as_wire(), acquired=True)
+        data = s.LockRefresh.parse(access.of(request).bind(self.body(request), "agent_id"))
+        return ok(services.lock_refresh(**data).as_wire(), acquired=True)
 
 
 class LockReleaseView(ArcView):
     def post(self, request: Request) -> HttpResponse:
-        lock = services.lock_release(**s.LockRelease.parse(self.body(request)))
-        return ok(lock.as_wire())
+        data = s.LockRelease.parse(access.of(request).bind(self.body(request), "agent_id"))
+        return ok(services.lock_release(**data).as_wire())
 
 
 class TasksView(ArcView):
@@ -160,6 +173,7 @@ class TasksView(ArcView):
         status = query_str(q, "status")
         if status is not None and status not in Task.Status.values:
             raise Invalid(f"status must be one of {', '.join(Task.Status.values)}")
+        who = access.of(request)
         tasks = selectors.tasks_list(
             parent_id=query_optional_int(q, "parent_id"),
             status=status,
@@ -167,13 +181,13 @@ class TasksView(ArcView):
             thread_id=query_str(q, "thread_id"),
             assignee=query_str(q, "assignee"),
         )
-        return ok([t.as_wire() for t in tasks])
+        return ok([t.as_wire() for t in tasks if who.can_see_room(t.channel)])
 
 
 class TaskCompleteView(ArcView):
     def post(self, request: Request, task_id: int) -> HttpResponse:
         self.body(request)  # a malformed body is still an error, as in Arc
-        task, parent_completed = services.task_complete(task_id=task_id)
+        task, parent_completed = services.task_complete(task_id=task_id, actor=access.of(request).agent_id)
         if parent_completed:
             return ok(task.as_wire(), parent_completed=True)
         return ok(task.as_wire())
@@ -184,6 +198,7 @@ class NetworkView(ArcView):
         return ok({"allow_remote": services.remote_allowed()})
 
     def post(self, request: Request) -> HttpResponse:
+        access.of(request).require_admin("the network toggle")
         data = s.NetworkToggle.parse(self.body(request))
         if "allow_remote" in data:
             services.network_set(allow_remote=data["allow_remote"])
@@ -195,6 +210,7 @@ class ShutdownView(ArcView):
         return ok(hub.shutdown.status())
 
     def post(self, request: Request) -> HttpResponse:
+        access.of(request).require_admin("shutting the hub down")
         data = s.ShutdownStart.parse(self.body(request))
         status = hub.shutdown.start(data.get("delay_sec", 60))
         return ok({"status": "shutdown_initiated", **(status or {})})
@@ -202,6 +218,7 @@ class ShutdownView(ArcView):
 
 class ShutdownCancelView(ArcView):
     def post(self, request: Request) -> HttpResponse:
+        access.of(request).require_admin("cancelling a shutdown")
         self.body(request)
         hub.shutdown.cancel()
         return ok({"status": "shutdown_cancelled"})

@@ -49,7 +49,7 @@ class AgentCommand(BaseCommand):
         parser.add_argument("--key", metavar="KEY", help="agent key, sent as Authorization: Bearer KEY")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        url = options["url"] or _default_url()
+        url = options["url"] or default_url()
         try:
             client = ArcClient(options["agent"], base_url=url, key=options["key"])
             client.register(replace=True)
@@ -61,6 +61,6 @@ class AgentCommand(BaseCommand):
         raise NotImplementedError
 
 
-def _default_url() -> str:
+def default_url() -> str:
     url, _ = discovery.running_hub(settings.ARC_HOST, settings.ARC_PORT)
     return url or discovery.base_url(settings.ARC_HOST, settings.ARC_PORT)
