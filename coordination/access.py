@@ -19,9 +19,11 @@ import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from django.conf import settings
+from django.utils import timezone
 
 from coordination import services
 from coordination.errors import Forbidden, RateLimited, Unauthorized
@@ -37,6 +39,17 @@ class Identity:
     rooms: frozenset[str] = field(default_factory=frozenset)  # empty: every room
     admin: bool = False
     loopback: bool = True
+    expires_at: datetime | None = None
+
+    def seconds_left(self) -> float | None:
+        """Seconds until the key expires (``None``: it does not)."""
+        if self.expires_at is None:
+            return None
+        return (self.expires_at - timezone.now()).total_seconds()
+
+    def ended_by(self, event: dict[str, Any]) -> bool:
+        """Does this ``key`` event end this identity (its key revoked)?"""
+        return self.key_id is not None and event.get("event") == "key" and event.get("key_id") == self.key_id
 
     @property
     def bound(self) -> bool:
@@ -181,4 +194,5 @@ def identity_for_key(key: AgentKey, *, loopback: bool) -> Identity:
         rooms=frozenset(key.rooms or []),
         admin=key.is_admin,
         loopback=loopback,
+        expires_at=key.expires_at,
     )

@@ -33,14 +33,15 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from django.utils import timezone
 
-from coordination import frames, selectors, services
-from coordination.errors import ArcError, Conflict, NotFound
+from coordination import access, frames, selectors, services
+from coordination.errors import ArcError, Conflict, NotFound, Unauthorized
 from coordination.feeds import DeliveryMarker, FeedFilter, MessageFeed
 from coordination.middleware import is_loopback
 from coordination.models import Message, Session, iso
 
 log = logging.getLogger("arc.ws")
 
+CLOSE_UNAUTHORIZED = 4401  # the key was revoked or expired
 CLOSE_FORBIDDEN = 4403
 CLOSE_IDLE = 4408
 CLOSE_NO_ROUTE = 4404
@@ -71,6 +72,8 @@ class HubConsumer(AsyncWebsocketConsumer):
         super().__init__(*args, **kwargs)
         self.agent_id: str | None = None
         self.session_id: str | None = None
+        # Who the socket acts as; None until a key arrives when the upgrade carried none and one is needed.
+        self.identity: access.Identity | None = None
         self._feed_task: asyncio.Task[None] | None = None
         self._watchdog: asyncio.Task[None] | None = None
         # Held while the pump pushes a batch, so replacing the feed never cuts a batch in half.
@@ -104,9 +107,19 @@ class HubConsumer(AsyncWebsocketConsumer):
 
     async def connect(self) -> None:
         client = self.scope.get("client")
-        host = client[0] if client else None
-        if not is_loopback(host) and not await database_sync_to_async(services.remote_allowed)():
-            await self.close(code=CLOSE_FORBIDDEN)  # Daphne answers the handshake with 403
+        self.loopback = is_loopback(client[0] if client else None)
+        authorization = dict(self.scope.get("headers") or {}).get(b"authorization", b"").decode("latin-1") or None
+        try:
+            self.identity = await database_sync_to_async(access.resolve)(
+                authorization=authorization, loopback=self.loopback
+            )
+        except Unauthorized:
+            if authorization:
+                await self.close(code=CLOSE_UNAUTHORIZED)  # a bad key on the upgrade: a 403 under Daphne
+                return
+            self.identity = None  # no key yet: the first frame must be a register carrying one
+        except ArcError:
+            await self.close(code=CLOSE_FORBIDDEN)  # remote while remote access is off: 403 at the handshake
             return
         await self.accept()
         self._last_heard = time.monotonic()
@@ -123,6 +136,10 @@ class HubConsumer(AsyncWebsocketConsumer):
             frame_id = frames.correlation_id(frame)
             kind = frames.frame_type(frame)
             data = frames.parse(kind, frame, agent_id=self.agent_id)
+            if self.identity is None and kind != "register":
+                raise Unauthorized(
+                    "this hub needs an agent key: send it in the upgrade (Authorization: Bearer) or in register"
+                )
             if kind != "heartbeat":
                 await self._touch(force=False)
             await self._handlers[kind](data, frame_id)
@@ -131,6 +148,11 @@ class HubConsumer(AsyncWebsocketConsumer):
         except Exception:  # the edge: a failure is an error frame, never a dropped socket
             log.exception("websocket frame failed")
             await self._send(frames.internal_error_frame(frame_id))
+
+    def _who(self) -> access.Identity:
+        if self.identity is None:
+            raise Unauthorized("this hub needs an agent key")
+        return self.identity
 
     async def _send(self, frame: Frame) -> None:
         await self.send(text_data=json.dumps(frame, ensure_ascii=False))
@@ -144,6 +166,16 @@ class HubConsumer(AsyncWebsocketConsumer):
     # ── Client frames: parse (done) → one service or selector → one reply ─
 
     async def _register(self, data: Frame, frame_id: FrameId) -> None:
+        key = data.pop("key", None)
+        if key is not None:
+            self.identity = await database_sync_to_async(access.resolve)(
+                authorization=f"Bearer {key}", loopback=self.loopback
+            )
+        if self.identity is None:
+            raise Unauthorized(
+                "this hub needs an agent key: send it in the upgrade (Authorization: Bearer) or in register"
+            )
+        data["agent_id"] = self.identity.act_as(data.get("agent_id"), "agent_id")
         if self.agent_id is not None and data["agent_id"] != self.agent_id:
             raise Conflict(f"this socket is registered as {self.agent_id}; send deregister first")
         session, newest = await database_sync_to_async(_session_open)(data)
@@ -154,7 +186,7 @@ class HubConsumer(AsyncWebsocketConsumer):
             await self._send(frames.reply("registered", frame_id, session=session.as_wire(), since_id=self._resume_id))
             return
         await self._replace_feed(
-            Subscription(since_id=data.get("since_id", newest)),
+            Subscription(since_id=data.get("since_id", newest), rooms=self.identity.rooms),
             frames.reply("registered", frame_id, session=session.as_wire()),
         )
 
@@ -177,15 +209,18 @@ class HubConsumer(AsyncWebsocketConsumer):
         await self._send(frames.reply("agents", frame_id, agents=agents))
 
     async def _post(self, data: Frame, frame_id: FrameId) -> None:
+        self._who().check_post(to_agent=data.get("to_agent"), channel=data.get("channel"))
         message, receipt = await database_sync_to_async(_message_post)(data)
         await self._send(frames.reply("posted", frame_id, message=message, **receipt))
 
     async def _broadcast(self, data: Frame, frame_id: FrameId) -> None:
         fields = {"from_agent": self.agent_id, "channel": "general", "body": data["body"]}
+        self._who().check_post(to_agent=None, channel="general")
         message, receipt = await database_sync_to_async(_message_post)(fields)
         await self._send(frames.reply("posted", frame_id, message=message, **receipt))
 
     async def _delegate(self, data: Frame, frame_id: FrameId) -> None:
+        self._who().check_post(to_agent=data.get("to_agent") or "(by capability)", channel=None)
         message, task, receipt = await database_sync_to_async(_task_delegate)(self.agent_id, data)
         await self._send(frames.reply("delegated", frame_id, task=task, message=message, **receipt))
 
@@ -205,7 +240,7 @@ class HubConsumer(AsyncWebsocketConsumer):
         await self._stop_feed()
         subscription = Subscription(
             since_id=data.get("since_id", self._resume_id),
-            rooms=frozenset(data.get("channels") or ()),
+            rooms=self._who().visible_rooms(data.get("channels") or ()),
             types=frozenset(data.get("types") or ()) - {"message"},
             exclude_self=data.get("exclude_self", True),
         )
@@ -256,11 +291,12 @@ class HubConsumer(AsyncWebsocketConsumer):
     async def _run_feed(self, subscription: Subscription) -> None:
         agent_id = self.agent_id
         assert agent_id is not None
+        who = self._who()
         feed = MessageFeed(
             FeedFilter(agent_id=agent_id, exclude_self=subscription.exclude_self),
             cursor=subscription.since_id,
             limit=500,
-            event_types=subscription.types,
+            event_types=subscription.types | {"key"},
         )
         # Rooms narrow only what is pushed, so the marker must not count the skipped broadcasts as delivered.
         marker = DeliveryMarker(FeedFilter(agent_id=agent_id, rooms=subscription.rooms))
@@ -273,7 +309,17 @@ class HubConsumer(AsyncWebsocketConsumer):
                         break
                 await marker.flush(force=True)
                 while True:
-                    rows, others = await feed.next(DeliveryMarker.FLUSH_SEC if marker.dirty else None)
+                    wait = DeliveryMarker.FLUSH_SEC if marker.dirty else None
+                    left = who.seconds_left()
+                    if left is not None:
+                        if left <= 0:
+                            await self._end_for_key("expired")
+                            return
+                        wait = left if wait is None else min(wait, left)
+                    rows, others = await feed.next(wait)
+                    if any(who.ended_by(event) for event in others):
+                        await self._end_for_key("revoked")
+                        return
                     await self._push(agent_id, subscription, rows, others, feed.cursor, marker)
                     await marker.flush()
         except asyncio.CancelledError:
@@ -299,10 +345,14 @@ class HubConsumer(AsyncWebsocketConsumer):
             for message in shown:
                 await self._send(frames.message_frame(message, agent_id))
             for event in others:
-                if frames.event_visible(event, agent_id):
+                if event.get("event") in subscription.types and frames.event_visible(event, agent_id):
                     await self._send(frames.event_frame(event))
             marker.note(shown, cursor)
             self._resume_id = cursor
+
+    async def _end_for_key(self, why: str) -> None:
+        await self._send({"type": "error", "id": None, "code": "unauthorized", "message": f"this agent key was {why}"})
+        await self.close(code=CLOSE_UNAUTHORIZED)
 
     # ── Idle handling and teardown ────────────────────────────────────────
 

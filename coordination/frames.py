@@ -59,6 +59,7 @@ class Register(ArcSerializer):
     )
     metadata = Object()
     since_id = Id(min_value=0)
+    key = Text(max_length=300)  # an agent key, when the upgrade carried none (SPEC 3)
 
 
 class Discover(ArcSerializer):

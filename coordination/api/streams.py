@@ -175,10 +175,11 @@ async def stream(request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
             raise Invalid("Last-Event-ID must be a message id") from exc
     agent_id = flt.agent_id
     assert agent_id is not None
+    who = access.of(request)
 
     async def out() -> AsyncIterator[bytes]:
         marker = DeliveryMarker(flt)
-        feed = MessageFeed(flt, cursor=since_id, limit=500, event_types=types - {"message"})
+        feed = MessageFeed(flt, cursor=since_id, limit=500, event_types=(types - {"message"}) | {"key"})
         async with feed:
             last_touch = time.monotonic()
             yield b": connected\n\n"
@@ -192,15 +193,28 @@ async def stream(request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
                 await marker.flush(force=True)
                 last_sent = time.monotonic()
                 while True:
-                    # Wake in time for the next keep-alive, or sooner to record deliveries.
+                    # Wake in time for the next keep-alive, the key's expiry, or to record deliveries.
                     idle = time.monotonic() - last_sent
                     wait = DeliveryMarker.FLUSH_SEC if marker.dirty else max(0.0, KEEPALIVE_SEC - idle)
+                    left = who.seconds_left()
+                    if left is not None:
+                        if left <= 0:
+                            yield b'event: key\ndata: {"action": "expired"}\n\n'
+                            return
+                        wait = min(wait, left)
                     rows, others = await feed.next(wait)
+                    if any(who.ended_by(event) for event in others):
+                        yield b'event: key\ndata: {"action": "revoked"}\n\n'
+                        return  # the key was revoked: close the stream now
                     chunks = []
                     if rows and "message" in types:
                         chunks.append(_sse_messages(rows))
                         marker.note(rows, feed.cursor)
-                    chunks.extend(_sse_event(event) for event in others if _visible_event(event, agent_id))
+                    chunks.extend(
+                        _sse_event(event)
+                        for event in others
+                        if event.get("event") in types and _visible_event(event, agent_id, who)
+                    )
                     if chunks:
                         yield b"".join(chunks)
                         last_sent = time.monotonic()
@@ -229,6 +243,11 @@ def _sse_event(event: dict[str, Any]) -> bytes:
     return f"event: {event['event']}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n".encode()
 
 
-def _visible_event(event: dict[str, Any], agent_id: str) -> bool:
-    """Delivery events are private to their recipient; the others are hub-wide state."""
-    return event.get("event") != "delivery" or event.get("agent_id") == agent_id
+def _visible_event(event: dict[str, Any], agent_id: str, who: access.Identity) -> bool:
+    """Delivery events are private to their recipient; a scoped key sees only its rooms' tasks."""
+    if event.get("event") == "delivery":
+        return event.get("agent_id") == agent_id
+    task = event.get("task")
+    if isinstance(task, dict):
+        return who.can_see_room(str(task.get("channel")))
+    return True
