@@ -148,7 +148,37 @@ def _secret_key(home: Path) -> str:
 
 SECRET_KEY = _secret_key(ARC_HOME)
 DEBUG = envbool("ARC_DEBUG", False)
-ALLOWED_HOSTS = ["*"]  # access is decided per request by coordination.access (loopback / remote toggle)
+
+
+def envlist(name: str, default: str = "") -> list[str]:
+    return [item.strip() for item in envstr(name, default).split(",") if item.strip()]
+
+
+# ── Production (ARC_PRODUCTION=1): the hub behind HTTPS on a real host name ──
+# Locally the hub answers any Host on 127.0.0.1 over plain HTTP; who may act is decided
+# per request by coordination.access (loopback rules, agent keys, remote toggle).
+ARC_PRODUCTION = envbool("ARC_PRODUCTION", False)
+ALLOWED_HOSTS = envlist("ARC_ALLOWED_HOSTS", "" if ARC_PRODUCTION else "*")
+CSRF_TRUSTED_ORIGINS = envlist("ARC_CSRF_TRUSTED_ORIGINS")
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = "Lax"
+CSRF_COOKIE_SAMESITE = "Lax"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+if ARC_PRODUCTION:
+    if not ALLOWED_HOSTS:
+        raise ImproperlyConfigured("ARC_PRODUCTION=1 needs ARC_ALLOWED_HOSTS (the hub's public host names, comma-separated)")
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    SECURE_SSL_REDIRECT = envbool("ARC_SSL_REDIRECT", True)
+    SECURE_HSTS_SECONDS = envint("ARC_HSTS_SECONDS", 31_536_000, minimum=0)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    SECURE_HSTS_PRELOAD = True
+    if envbool("ARC_BEHIND_PROXY", True):
+        # A TLS-terminating proxy in front says the original scheme in X-Forwarded-Proto.
+        SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 
 INSTALLED_APPS = [
     "daphne",
@@ -176,6 +206,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 
 # /v1/ (the JSON API) runs only this: see arcsite.asgi.ApiASGIHandler.

@@ -15,7 +15,7 @@ from django.db.models import Max, Q, QuerySet
 from django.utils import timezone
 
 from coordination.errors import NotFound
-from coordination.models import Claim, Delivery, FeedCursor, Lock, Message, Room, Session, Task, iso
+from coordination.models import AgentKey, Claim, Delivery, FeedCursor, Lock, Message, Room, Session, Task, iso
 
 
 def room_get(name: str) -> Room:
@@ -327,3 +327,10 @@ def hub_stats() -> dict[str, Any]:
         "locks_active": Lock.objects.active(now).count(),
         "rooms": Room.objects.count(),
     }
+
+
+def keys_list(*, agent_id: str | None = None, usable_only: bool = True) -> list[AgentKey]:
+    rows = AgentKey.objects.usable() if usable_only else AgentKey.objects.all()
+    if agent_id:
+        rows = rows.filter(agent_id=agent_id)
+    return list(rows.order_by("agent_id", "-created_at"))
