@@ -11,9 +11,10 @@ channel-layer message per process however many clients wait.
 
 Message events carry ``prev_id``, the id of the message committed just before
 (messages commit in id order: SQLite has one writer, PostgreSQL posts hold an
-advisory lock). A reader whose cursor is at ``prev_id`` knows it has missed
-nothing and can use the payload as is; otherwise it reads the gap from the
-database (see ``coordination.feeds``).
+advisory lock). From those the dispatcher knows since when it has seen every
+message without a break and stamps each event with it (``chain_start``); a
+reader uses that to trust the payload or read a gap from the database (see
+``coordination.feeds``).
 """
 
 from __future__ import annotations
@@ -106,6 +107,10 @@ class Dispatcher:
 
     def __init__(self) -> None:
         self._listeners: set[Listener] = set()
+        # The message chain this process has seen without a break: every message with an
+        # id in (chain_start, last_id] reached this dispatcher.
+        self._chain_start: int | None = None
+        self._last_id: int | None = None
         self._task: asyncio.Task[None] | None = None
         self._ready: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -117,6 +122,7 @@ class Dispatcher:
         if self._task is None or self._task.done() or self._loop is not loop:
             self._loop = loop
             bind_loop(loop)
+            self._chain_start = self._last_id = None  # a new subscription has seen nothing yet
             self._ready = asyncio.Event()
             self._task = loop.create_task(self._run(self._ready))
         assert self._ready is not None
@@ -125,9 +131,28 @@ class Dispatcher:
     def remove(self, listener: Listener) -> None:
         self._listeners.discard(listener)
 
+    def deliver(self, message: dict[str, Any]) -> None:
+        """Hand ``message`` to this process's listeners (what arrives from the group, or a local finding)."""
+        for listener in list(self._listeners):
+            try:
+                listener(message)
+            except Exception:
+                log.exception("event listener failed")
+
     @property
     def listener_count(self) -> int:
         return len(self._listeners)
+
+    def _stamp_chain(self, event: dict[str, Any]) -> None:
+        """Stamp a message event with ``chain_start``: from there to it, this process saw every message."""
+        event_id, prev_id = int(event["id"]), int(event.get("prev_id", -1))
+        if self._last_id is None or event_id > self._last_id:
+            if self._last_id is None or prev_id != self._last_id:
+                self._chain_start = prev_id  # a break (or the first event): vouch only from here
+            self._last_id = event_id
+            event["chain_start"] = self._chain_start
+        else:
+            event["chain_start"] = prev_id  # a late event (another worker's) vouches for itself only
 
     @staticmethod
     async def _rejoin(layer: Any, channel: str, every_sec: float = 3600.0) -> None:
@@ -156,11 +181,9 @@ class Dispatcher:
                     log.exception("event receive failed; retrying")
                     await asyncio.sleep(0.5)
                     continue
-                for listener in list(self._listeners):
-                    try:
-                        listener(message)
-                    except Exception:
-                        log.exception("event listener failed")
+                if message.get("event") == "message":
+                    self._stamp_chain(message)
+                self.deliver(message)
         finally:
             rejoin.cancel()
             try:

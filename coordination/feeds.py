@@ -3,11 +3,12 @@
 A ``MessageFeed`` follows the hub's messages in id order for one reader (an
 agent's view, a room, a thread). It subscribes to this process's event
 dispatcher *before* reading the backlog from the database, so nothing can fall
-between the two. Afterwards each ``message`` event whose ``prev_id`` is at the
-feed's cursor is used straight from its payload; an event that reveals a gap
-(a lost event, another worker's post not yet seen, a payload too large to
-inline) makes the feed read the gap from the database instead. The cursor
-counts every message the feed has *considered*, visible to it or not.
+between the two. Afterwards only message events the reader may see reach it;
+the dispatcher stamps each with ``chain_start``, the id from which it has seen
+every message without a break, so a feed whose cursor is at or past it knows it
+missed nothing and uses the payload as is. Anything else (a lost event, another
+worker's post not yet seen, a payload too large to inline) makes the feed read
+the gap from the database.
 
 Other events (claims, locks, tasks, presence, deliveries, rooms) are passed
 through to readers that asked for them, best-effort and unordered.
@@ -84,7 +85,16 @@ class MessageFeed:
         events.dispatcher.remove(self._on_event)
 
     def _on_event(self, event: dict[str, Any]) -> None:
-        if event.get("event") == "message" or event.get("event") in self.event_types:
+        """Runs on the loop for every event of the process: only what this reader sees wakes it.
+
+        Message events carry the routing fields (sender, recipient, room, thread), so a
+        reader filters without the payload; an idle reader costs one call per message.
+        """
+        kind = event.get("event")
+        if kind == "message":
+            if self.filter.matches(event):
+                self._queue.put_nowait(event)
+        elif kind in self.event_types:
             self._queue.put_nowait(event)
 
     async def backlog(self) -> list[dict[str, Any]]:
@@ -124,10 +134,12 @@ class MessageFeed:
             event_id = int(event["id"])
             if event_id <= self.cursor:
                 continue  # already read (from the backlog or an earlier gap read)
-            if int(event.get("prev_id", -1)) <= self.cursor and "message" in event:
+            # The dispatcher saw every message from chain_start on; those it did not pass
+            # to us were not ours to see. So from a cursor at or past chain_start nothing
+            # is missing, and the payload can be used as it is.
+            if self.cursor >= int(event.get("chain_start", event_id)) and "message" in event:
                 self.cursor = event_id
-                if self.filter.matches(event["message"]):
-                    messages.append(event["message"])
+                messages.append(event["message"])
                 continue
             # A gap, or a payload left out: the database is the truth.
             messages.extend(await self.backlog())
