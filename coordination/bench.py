@@ -1047,7 +1047,8 @@ def metric_rows(report: dict[str, Any]) -> list[tuple[str, str, Value]]:
         rows += [
             (f"push.{transport}.p50_ms", f"{label} p50 ms", r.get("p50_ms")),
             (f"push.{transport}.p99_ms", f"{label} p99 ms", r.get("p99_ms")),
-            (f"push.{transport}.n", f"{label} messages timed (lost)", f"{r['n']} ({r['lost']})"),
+            (f"push.{transport}.n", f"{label} messages timed", r["n"]),
+            (f"push.{transport}.lost", f"{label} messages lost", r["lost"]),
         ]
     for r in results.get("fanout", []):
         n, m = r["receivers"], r["messages"]
@@ -1114,7 +1115,8 @@ def median_value(values: list[Value]) -> Value:
     """The median of numeric runs; a non-numeric figure (``unsupported``, ``20/20``) when all runs agree, else the list."""
     numbers = [v for v in values if isinstance(v, int | float) and not isinstance(v, bool)]
     if numbers and len(numbers) == len(values):
-        return round(float(statistics.median(numbers)), 3)
+        middle = statistics.median(numbers)
+        return int(middle) if all(isinstance(v, int) for v in numbers) and middle == int(middle) else round(middle, 3)
     if len(set(map(str, values))) == 1:
         return values[0]
     return " / ".join(map(format_value, values))

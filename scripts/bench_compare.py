@@ -1,0 +1,234 @@
+#!/usr/bin/env python3
+"""This hub beside arc.py on one machine: ``manage.py bench``'s measurements, medians of several runs.
+
+    .venv/bin/python scripts/bench_compare.py [--runs 3] [--only posts,push,...] [--json FILE] [--markdown FILE]
+    .venv/bin/python scripts/bench_compare.py --from-json FILE     # re-print a saved run
+
+Each run starts a fresh server with fresh SQLite storage, warms it up, measures it
+(``coordination.bench``) and stops it: first arc.py 0.0.1 (from its PyPI sdist, cached
+in .cache/arc-sdist, with its relay on a spool directory), then this hub
+(``manage.py up --quiet`` with a temporary ARC_HOME). The two never run at the same
+time, so neither shares the CPU with the other; the load generator does share it with
+the hub under test. arc.py sleep-polls its database (250 ms long-poll and relay, 500 ms
+SSE), so its push and relay messages are spaced by random pauses up to 500 ms: a fixed
+short pause would always land at the same point of its sleep. This hub is pushed to,
+and gets pauses up to 50 ms.
+
+Prints the medians side by side with the ratio hub/arc.py as JSON on stdout and as a
+markdown table (for README's Performance section) on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+import urllib.request
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from coordination import bench  # noqa: E402  (needs ROOT on sys.path)
+
+CACHE = ROOT / ".cache" / "arc-sdist"
+ARC = "arc.py"
+HUB = "hub"
+LABELS = {ARC: "arc.py 0.0.1", HUB: "this hub (Daphne, SQLite)"}
+GAP_MS = {ARC: 500.0, HUB: 50.0}
+SDIST = ("megastructure-arc==0.0.1", "-d")
+
+
+def arc_py() -> Path:
+    target = CACHE / "arc.py"
+    if not target.exists():
+        CACHE.mkdir(parents=True, exist_ok=True)
+        subprocess.run(
+            [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--no-binary", ":all:", *SDIST, str(CACHE)],
+            check=True,
+        )
+        archive = sorted(CACHE.glob("megastructure_arc-*.tar.gz"))[-1]
+        with tarfile.open(archive) as tar:
+            member = next(m for m in tar.getmembers() if m.name.endswith("/arc.py") and m.name.count("/") == 1)
+            data = tar.extractfile(member)
+            assert data is not None
+            target.write_bytes(data.read())
+    return target
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_up(url: str, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}")
+        try:
+            with urllib.request.urlopen(url + "/v1/channels", timeout=1) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{url} did not come up")
+
+
+def hub_has_relay() -> bool:
+    """This hub's relay (SPEC section 5) is timed once it exists; until then the bench says 'not implemented'."""
+    return (ROOT / "relay" / "management" / "commands" / "relay.py").exists()
+
+
+def start(kind: str, workdir: Path) -> tuple[str, subprocess.Popen[bytes], str | None]:
+    """Start a fresh server; returns its URL, process and the spool directory its relay serves (or None)."""
+    port = free_port()
+    spool = workdir / "spool"
+    if kind == ARC:
+        command = [sys.executable, str(arc_py()), "--port", str(port), "--storage", str(workdir / "arc.sqlite3")]
+        command += ["--spool-dir", str(spool), "--quiet"]
+        env = dict(os.environ)
+        relay: str | None = str(spool)
+    else:
+        command = [sys.executable, str(ROOT / "manage.py"), "up", "--port", str(port), "--quiet"]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("ARC_")}
+        env |= {"ARC_HOME": str(workdir), "ARC_SPOOL_DIR": str(spool)}
+        relay = str(spool) if hub_has_relay() else None
+    proc = subprocess.Popen(command, cwd=workdir, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_up(url, proc)
+    except BaseException:
+        proc.kill()
+        raise
+    return url, proc, relay
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
+
+
+def measure(kind: str, config: bench.BenchConfig, tmp: Path, run: int) -> dict[str, Any]:
+    workdir = tmp / f"{kind}-{run}"
+    workdir.mkdir()
+    url, proc, relay = start(kind, workdir)
+    try:
+        warm = replace(config, url=url, only=("posts", "push"), concurrency=(8,), posts=300)
+        bench.run(replace(warm, push_transports=("longpoll", "sse"), push_messages=5, push_max_sec=5))
+        return bench.run(replace(config, url=url, spool_dir=relay), log=lambda line: log(f"  {kind} {line}"))
+    finally:
+        stop(proc)
+
+
+def log(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def medians(reports: list[dict[str, Any]]) -> dict[str, tuple[str, bench.Value]]:
+    """``key → (label, median over runs)`` for every figure the runs share."""
+    rows = [{key: (label, value) for key, label, value in bench.metric_rows(r)} for r in reports]
+    keys = [key for key in rows[0] if all(key in r for r in rows)]
+    return {key: (rows[0][key][0], bench.median_value([r[key][1] for r in rows])) for key in keys}
+
+
+def ratio(hub: bench.Value, arc: bench.Value) -> float | None:
+    if isinstance(hub, bool) or isinstance(arc, bool):
+        return None
+    if isinstance(hub, int | float) and isinstance(arc, int | float) and arc:
+        return round(hub / arc, 2)
+    return None
+
+
+def markdown(summary: dict[str, Any]) -> str:
+    date = summary["date"][:10]
+    lines = [
+        f"| median of {summary['runs']} runs ({date}) | {LABELS[ARC]} | {LABELS[HUB]} | hub/arc.py |",
+        "|---|---|---|---|",
+    ]
+    for row in summary["metrics"].values():
+        r = row["ratio"]
+        cells = [row["label"], bench.format_value(row[ARC]), bench.format_value(row[HUB]), f"{r:g}x" if r else ""]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def summarize(reports: dict[str, list[dict[str, Any]]], date: str, elapsed_sec: float) -> dict[str, Any]:
+    arc, hub = medians(reports[ARC]), medians(reports[HUB])
+    # Rows in measurement order; within one, arc.py's order, then figures only this hub has.
+    seen = [*arc, *(k for k in hub if k not in arc)]
+    keys = sorted(seen, key=lambda k: (bench.MEASUREMENTS.index(k.split(".")[0]), seen.index(k)))
+    metrics: dict[str, dict[str, Any]] = {}
+    for key in keys:
+        a, h = arc.get(key, ("", None))[1], hub.get(key, ("", None))[1]
+        comparable = key.endswith(("per_sec", "_ms", "ratio"))
+        metrics[key] = {
+            "label": (arc.get(key) or hub[key])[0],
+            ARC: a,
+            HUB: h,
+            "ratio": ratio(h, a) if comparable else None,
+        }
+    return {
+        "date": date,
+        "runs": len(reports[HUB]),
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        "gap_ms": GAP_MS,
+        "elapsed_sec": elapsed_sec,
+        "metrics": metrics,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=3, help="runs per server (default 3); medians are reported")
+    parser.add_argument("--only", default=",".join(bench.MEASUREMENTS), help="measurements, comma-separated")
+    parser.add_argument("--json", metavar="FILE", help="also write the full result (every run) here")
+    parser.add_argument("--markdown", metavar="FILE", help="also write the markdown table here")
+    parser.add_argument("--from-json", metavar="FILE", help="measure nothing: summarise a file written by --json")
+    args = parser.parse_args()
+
+    if args.from_json:
+        saved = json.loads(Path(args.from_json).read_text())
+        reports: dict[str, list[dict[str, Any]]] = saved["runs"]
+        summary = summarize(reports, saved["summary"]["date"], saved["summary"]["elapsed_sec"])
+    else:
+        bench.raise_fd_limit()  # the servers inherit it: 1,000 idle streams need as many descriptors
+        arc_py()
+        only = tuple(name.strip() for name in args.only.split(",") if name.strip())
+        reports = {ARC: [], HUB: []}
+        started = datetime.now(UTC)
+        with tempfile.TemporaryDirectory(prefix="arc-bench-") as tmp:
+            for run in range(args.runs):
+                for kind in (ARC, HUB):  # one at a time, alternating, each on a fresh server
+                    log(f"run {run + 1}/{args.runs}: {kind}")
+                    config = bench.BenchConfig(url="", only=only, gap_ms=GAP_MS[kind])
+                    reports[kind].append(measure(kind, config, Path(tmp), run))
+        elapsed = round((datetime.now(UTC) - started).total_seconds())
+        summary = summarize(reports, started.isoformat(timespec="seconds"), elapsed)
+    print(json.dumps(summary, indent=2))
+    table = markdown(summary)
+    log("\n" + table)
+    if args.markdown:
+        Path(args.markdown).write_text(table + "\n")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"summary": summary, "runs": reports}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
