@@ -169,7 +169,9 @@ SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
 if ARC_PRODUCTION:
     if not ALLOWED_HOSTS:
-        raise ImproperlyConfigured("ARC_PRODUCTION=1 needs ARC_ALLOWED_HOSTS (the hub's public host names, comma-separated)")
+        raise ImproperlyConfigured(
+            "ARC_PRODUCTION=1 needs ARC_ALLOWED_HOSTS (the hub's public host names, comma-separated)"
+        )
     SESSION_COOKIE_SECURE = True
     CSRF_COOKIE_SECURE = True
     SECURE_SSL_REDIRECT = envbool("ARC_SSL_REDIRECT", True)

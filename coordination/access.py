@@ -14,22 +14,28 @@ remote client while remote access is off (403).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import math
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
+from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.utils import timezone
 
-from coordination import services
+from coordination import events, services
 from coordination.errors import Forbidden, RateLimited, Unauthorized
 from coordination.models import AgentKey
 
 OPERATOR = "operator"
+
+log = logging.getLogger("arc.access")
 
 
 @dataclass(frozen=True)
@@ -100,6 +106,29 @@ class Identity:
             return True
         return message.get("to_agent") is None and self.can_see_room(str(message.get("channel")))
 
+    def may_see_task(self, task: dict[str, Any]) -> bool:
+        """A bound reader sees tasks in its rooms and the tasks it requested or was assigned (direct ones too)."""
+        if self.can_see_room(str(task.get("channel"))):
+            return True
+        return self.bound and self.agent_id in (task.get("requester"), task.get("assignee"))
+
+    def may_see_event(self, event: dict[str, Any], agent_id: str) -> bool:
+        """May the feed of ``agent_id`` under this identity show a state-change ``event``?
+
+        Delivery events are private to their recipient; task events follow ``may_see_task``;
+        the rest (claims, locks, presence) are hub-wide state.
+        """
+        if event.get("event") == "delivery":
+            return event.get("agent_id") == agent_id
+        task = event.get("task")
+        if isinstance(task, dict):
+            return self.may_see_task(task)
+        return True
+
+    def require_task(self, task: dict[str, Any]) -> None:
+        if not self.may_see_task(task):
+            raise Forbidden(f"task {task.get('task_id')} is not visible to this key")
+
     def require_party(self, message: dict[str, Any]) -> None:
         if not self.may_read(message):
             raise Forbidden("this message is not visible to this key")
@@ -151,6 +180,84 @@ class RateLimiter:
 
 
 rate_limiter = RateLimiter()
+
+
+class RevocationWatch:
+    """Tells this process's open keyed connections about keys revoked by another process.
+
+    ``services.key_revoke`` publishes a ``key`` event, which reaches every serving process
+    on a shared (Redis) channel layer. On the in-memory layer of the embedded hub it cannot
+    reach the hub from another process, such as ``manage.py revoke`` beside it. So while
+    keyed streams or sockets are open here, one query every ``POLL_SEC`` finds keys revoked
+    since the last look and hands each to the local listeners as the same ``key`` event.
+    (Expiry needs no query: each connection knows when its key expires.)
+    """
+
+    POLL_SEC = 0.5
+    OVERLAP_SEC = 5.0  # look back this far: a revocation may commit a little after its revoked_at
+
+    def __init__(self) -> None:
+        self._holders = 0
+        self._task: asyncio.Task[None] | None = None
+
+    @contextlib.asynccontextmanager
+    async def watching(self, identity: Identity) -> AsyncIterator[None]:
+        """Watch while the block runs, if ``identity`` holds a key (run on the serving loop)."""
+        if identity.key_id is None:
+            yield
+            return
+        self._holders += 1
+        loop = asyncio.get_running_loop()
+        if self._task is None or self._task.done() or self._task.get_loop() is not loop:
+            self._task = loop.create_task(self._run())
+        try:
+            yield
+        finally:
+            self._holders -= 1
+            if self._holders <= 0 and self._task is not None:
+                self._holders = 0
+                self._task.cancel()
+                self._task = None
+
+    async def _run(self) -> None:
+        since = timezone.now() - timedelta(seconds=self.OVERLAP_SEC)
+        announced: dict[str, datetime] = {}
+        while True:
+            await asyncio.sleep(self.POLL_SEC)
+            now = timezone.now()
+            try:
+                revoked = await sync_to_async(_keys_revoked_since)(since)
+            except Exception:  # the database may be briefly busy; the next look covers this one
+                log.exception("could not look for revoked keys")
+                continue
+            since = now - timedelta(seconds=self.OVERLAP_SEC)
+            for prefix, agent_id, revoked_at in revoked:
+                if prefix not in announced:
+                    events.dispatcher.deliver(
+                        {
+                            "type": "arc.event",
+                            "event": "key",
+                            "action": "revoked",
+                            "key_id": prefix,
+                            "agent_id": agent_id,
+                        }
+                    )
+                announced[prefix] = revoked_at or now
+            announced = {prefix: at for prefix, at in announced.items() if at >= since}
+
+
+def _keys_revoked_since(since: datetime) -> list[tuple[str, str, datetime | None]]:
+    return list(AgentKey.objects.filter(revoked_at__gte=since).values_list("prefix", "agent_id", "revoked_at"))
+
+
+revocations = RevocationWatch()
+
+
+def key_usable(identity: Identity) -> bool:
+    """Is the key behind ``identity`` (if any) still usable (not revoked, not expired)?"""
+    if identity.key_id is None:
+        return True
+    return AgentKey.objects.usable().filter(prefix=identity.key_id).exists()
 
 
 def attach(request: Any, identity: Identity) -> None:

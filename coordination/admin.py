@@ -22,6 +22,23 @@ class KeyMintForm(forms.ModelForm):
         model = AgentKey
         fields = ("agent_id", "is_admin", "label")
 
+    def room_list(self) -> list[str]:
+        return [r for r in (self.cleaned_data.get("room_names") or "").split(",") if r.strip()]
+
+    def clean(self) -> dict[str, Any] | None:
+        """Refuse what the mint would refuse (unknown rooms...) as a form error, before anything is saved."""
+        data = super().clean()
+        if not self.errors:
+            try:
+                services.key_check(
+                    agent_id=self.cleaned_data.get("agent_id") or "",
+                    rooms=self.room_list(),
+                    expires=self.cleaned_data.get("expires") or "",
+                )
+            except ArcError as exc:
+                raise forms.ValidationError(exc.message) from exc
+        return data
+
 
 @admin.register(AgentKey)
 class AgentKeyAdmin(admin.ModelAdmin):
@@ -64,7 +81,7 @@ class AgentKeyAdmin(admin.ModelAdmin):
         try:
             key, plaintext = services.key_mint(
                 agent_id=data["agent_id"],
-                rooms=[r for r in (data.get("room_names") or "").split(",") if r.strip()],
+                rooms=form.room_list(),
                 expires=data["expires"],
                 admin=data["is_admin"],
                 label=data.get("label") or "",

@@ -33,8 +33,8 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from django.utils import timezone
 
-from coordination import access, frames, selectors, services
-from coordination.errors import ArcError, Conflict, NotFound, Unauthorized
+from coordination import access, events, frames, selectors, services
+from coordination.errors import ArcError, Conflict, Invalid, NotFound, Unauthorized
 from coordination.feeds import DeliveryMarker, FeedFilter, MessageFeed
 from coordination.middleware import is_loopback
 from coordination.models import Message, Session, iso
@@ -76,6 +76,7 @@ class HubConsumer(AsyncWebsocketConsumer):
         self.identity: access.Identity | None = None
         self._feed_task: asyncio.Task[None] | None = None
         self._watchdog: asyncio.Task[None] | None = None
+        self._key_watch: asyncio.Task[None] | None = None
         # Held while the pump pushes a batch, so replacing the feed never cuts a batch in half.
         self._pushing = asyncio.Lock()
         self._resume_id = 0  # every visible message up to this id has been pushed
@@ -124,6 +125,7 @@ class HubConsumer(AsyncWebsocketConsumer):
         await self.accept()
         self._last_heard = time.monotonic()
         self._watchdog = asyncio.create_task(self._watch_idle())
+        self._watch_key()
 
     async def disconnect(self, code: int) -> None:
         await self._teardown()
@@ -171,11 +173,14 @@ class HubConsumer(AsyncWebsocketConsumer):
             self.identity = await database_sync_to_async(access.resolve)(
                 authorization=f"Bearer {key}", loopback=self.loopback
             )
+            self._watch_key()
         if self.identity is None:
             raise Unauthorized(
                 "this hub needs an agent key: send it in the upgrade (Authorization: Bearer) or in register"
             )
         data["agent_id"] = self.identity.act_as(data.get("agent_id"), "agent_id")
+        if not data["agent_id"]:
+            raise Invalid("agent_id is required (or a key that says who you are)")
         if self.agent_id is not None and data["agent_id"] != self.agent_id:
             raise Conflict(f"this socket is registered as {self.agent_id}; send deregister first")
         session, newest = await database_sync_to_async(_session_open)(data)
@@ -230,17 +235,20 @@ class HubConsumer(AsyncWebsocketConsumer):
 
     async def _status(self, data: Frame, frame_id: FrameId) -> None:
         if "task_id" in data:
-            task = await database_sync_to_async(selectors.task_get)(data["task_id"])
-            await self._send(frames.reply("status", frame_id, task=task.as_wire()))
+            task = (await database_sync_to_async(selectors.task_get)(data["task_id"])).as_wire()
+            self._who().require_task(task)
+            await self._send(frames.reply("status", frame_id, task=task))
         else:
             await self._send(frames.reply("status", frame_id, hub=await database_sync_to_async(selectors.hub_stats)()))
 
     async def _subscribe(self, data: Frame, frame_id: FrameId) -> None:
+        # Checked before the old feed stops, so a refused subscribe leaves it running.
+        rooms = self._who().visible_rooms(data.get("channels") or ())
         # Without since_id the new feed goes on from where the old one stopped: no gap, no repeat.
         await self._stop_feed()
         subscription = Subscription(
             since_id=data.get("since_id", self._resume_id),
-            rooms=self._who().visible_rooms(data.get("channels") or ()),
+            rooms=rooms,
             types=frozenset(data.get("types") or ()) - {"message"},
             exclude_self=data.get("exclude_self", True),
         )
@@ -291,12 +299,12 @@ class HubConsumer(AsyncWebsocketConsumer):
     async def _run_feed(self, subscription: Subscription) -> None:
         agent_id = self.agent_id
         assert agent_id is not None
-        who = self._who()
         feed = MessageFeed(
-            FeedFilter(agent_id=agent_id, exclude_self=subscription.exclude_self),
+            # Rooms in the filter itself: the dispatcher then wakes this socket only for what it shows.
+            FeedFilter(agent_id=agent_id, rooms=subscription.rooms, exclude_self=subscription.exclude_self),
             cursor=subscription.since_id,
             limit=500,
-            event_types=subscription.types | {"key"},
+            event_types=subscription.types,
         )
         # Rooms narrow only what is pushed, so the marker must not count the skipped broadcasts as delivered.
         marker = DeliveryMarker(FeedFilter(agent_id=agent_id, rooms=subscription.rooms))
@@ -309,17 +317,7 @@ class HubConsumer(AsyncWebsocketConsumer):
                         break
                 await marker.flush(force=True)
                 while True:
-                    wait = DeliveryMarker.FLUSH_SEC if marker.dirty else None
-                    left = who.seconds_left()
-                    if left is not None:
-                        if left <= 0:
-                            await self._end_for_key("expired")
-                            return
-                        wait = left if wait is None else min(wait, left)
-                    rows, others = await feed.next(wait)
-                    if any(who.ended_by(event) for event in others):
-                        await self._end_for_key("revoked")
-                        return
+                    rows, others = await feed.next(DeliveryMarker.FLUSH_SEC if marker.dirty else None)
                     await self._push(agent_id, subscription, rows, others, feed.cursor, marker)
                     await marker.flush()
         except asyncio.CancelledError:
@@ -344,11 +342,44 @@ class HubConsumer(AsyncWebsocketConsumer):
             shown = [m for m in rows if subscription.shows(m)]
             for message in shown:
                 await self._send(frames.message_frame(message, agent_id))
+            who = self._who()
             for event in others:
-                if event.get("event") in subscription.types and frames.event_visible(event, agent_id):
+                if event.get("event") in subscription.types and who.may_see_event(event, agent_id):
                     await self._send(frames.event_frame(event))
             marker.note(shown, cursor)
             self._resume_id = cursor
+
+    def _watch_key(self) -> None:
+        """(Re)start watching the socket's key, if it has one: registered or not, the socket ends with it."""
+        if self._key_watch is not None:
+            self._key_watch.cancel()
+            self._key_watch = None
+        if self.identity is not None and self.identity.key_id is not None:
+            self._key_watch = asyncio.create_task(self._watch_key_until_it_ends(self.identity))
+
+    async def _watch_key_until_it_ends(self, who: access.Identity) -> None:
+        ended = asyncio.Event()
+
+        def on_event(event: dict[str, Any]) -> None:
+            if who.ended_by(event):
+                ended.set()
+
+        why = "revoked"
+        await events.dispatcher.add(on_event)
+        try:
+            async with access.revocations.watching(who):
+                # Revoked between the key's check and now, its event is already gone: look once.
+                if await database_sync_to_async(access.key_usable)(who):
+                    try:
+                        await asyncio.wait_for(ended.wait(), who.seconds_left())
+                    except TimeoutError:
+                        why = "expired"
+                elif (who.seconds_left() or 1.0) <= 0:
+                    why = "expired"
+        finally:
+            events.dispatcher.remove(on_event)
+        await self._stop_feed()
+        await self._end_for_key(why)
 
     async def _end_for_key(self, why: str) -> None:
         await self._send({"type": "error", "id": None, "code": "unauthorized", "message": f"this agent key was {why}"})
@@ -374,10 +405,12 @@ class HubConsumer(AsyncWebsocketConsumer):
             await asyncio.sleep(max(0.01, min(ping_sec - since_ping, idle_sec - silent)))
 
     async def _teardown(self) -> None:
-        watchdog, self._watchdog = self._watchdog, None
-        if watchdog is not None and watchdog is not asyncio.current_task():
-            watchdog.cancel()
-            await asyncio.wait([watchdog])
+        for name in ("_watchdog", "_key_watch"):
+            task = getattr(self, name)
+            setattr(self, name, None)
+            if task is not None and task is not asyncio.current_task():
+                task.cancel()
+                await asyncio.wait([task])
         await self._stop_feed()
 
 

@@ -17,8 +17,18 @@ from typing import Any
 
 from rest_framework import serializers
 
+from coordination.api.params import reject_nul
 from coordination.api.serializers import ArcSerializer, Id, MessagePost, Object, Text
-from coordination.errors import ArcError, Conflict, Forbidden, Invalid, NotFound, PayloadTooLarge, Unauthorized
+from coordination.errors import (
+    ArcError,
+    Conflict,
+    Forbidden,
+    Invalid,
+    NotFound,
+    PayloadTooLarge,
+    RateLimited,
+    Unauthorized,
+)
 
 # Event types a subscription may add to its messages (as ``GET /v1/stream?types=``).
 EVENT_TYPES = frozenset({"claim", "lock", "task", "presence", "delivery", "room"})
@@ -44,6 +54,7 @@ _CODES: tuple[tuple[type[ArcError], str], ...] = (
     (Conflict, "conflict"),
     (Forbidden, "forbidden"),
     (Unauthorized, "unauthorized"),
+    (RateLimited, "rate_limited"),
 )
 
 
@@ -51,7 +62,7 @@ _CODES: tuple[tuple[type[ArcError], str], ...] = (
 
 
 class Register(ArcSerializer):
-    agent_id = Text(required=True, max_length=200)
+    agent_id = Text(max_length=200)  # required, unless a key says who the socket is (then filled in)
     display_name = Text(max_length=200)
     description = Text(max_length=2000)
     capabilities = serializers.ListField(
@@ -149,6 +160,7 @@ def decode(text: str | None, *, limit: int) -> dict[str, Any]:
     if not isinstance(frame, dict):
         kind = type(frame).__name__ if frame is not None else "null"
         raise Invalid(f'a frame must be a JSON object like {{"type": "heartbeat"}}, not {kind}')
+    reject_nul(frame, "a frame")
     return frame
 
 
@@ -202,8 +214,12 @@ def reply(kind: str, frame_id: str | int | None, **fields: Any) -> dict[str, Any
 
 
 def error_frame(exc: ArcError, frame_id: str | int | None) -> dict[str, Any]:
+    """An ``error`` frame; a rate-limited one also says in ``retry_after`` how many seconds to wait (as HTTP 429)."""
     code = next((name for cls, name in _CODES if isinstance(exc, cls)), "invalid")
-    return {"type": "error", "id": frame_id, "code": code, "message": exc.message}
+    frame = {"type": "error", "id": frame_id, "code": code, "message": exc.message}
+    if isinstance(exc, RateLimited):
+        frame["retry_after"] = exc.retry_after
+    return frame
 
 
 def internal_error_frame(frame_id: str | int | None) -> dict[str, Any]:
@@ -247,11 +263,6 @@ def message_frame(message: dict[str, Any], agent_id: str) -> dict[str, Any]:
             "message": message,
         }
     return {"type": "message", "message": message}
-
-
-def event_visible(event: dict[str, Any], agent_id: str) -> bool:
-    """Delivery events are private to their recipient; the others are hub-wide state (as on SSE)."""
-    return event.get("event") != "delivery" or event.get("agent_id") == agent_id
 
 
 def event_frame(event: dict[str, Any]) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from django.http import HttpRequest, HttpResponse
 
 from coordination import access, hub, services
 from coordination.api import envelope
-from coordination.errors import ArcError, Forbidden
+from coordination.errors import ArcError, Forbidden, Invalid
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -153,6 +153,7 @@ class ArcEdgeMiddleware:
         loopback = is_loopback(request.META.get("REMOTE_ADDR"))
         try:
             if request.path.startswith("/v1/"):
+                _reject_nul(request)
                 access.attach(
                     request, access.resolve(authorization=request.headers.get("Authorization"), loopback=loopback)
                 )
@@ -161,6 +162,12 @@ class ArcEdgeMiddleware:
         except ArcError as exc:
             return envelope.from_exception(exc)
         return None
+
+
+def _reject_nul(request: HttpRequest) -> None:
+    """NUL characters in the path or query string (``%00``) are refused: PostgreSQL cannot compare text with them."""
+    if "\x00" in request.path or any("\x00" in k or any("\x00" in v for v in vs) for k, vs in request.GET.lists()):
+        raise Invalid("the path and query string must not contain NUL characters (%00)")
 
 
 def _needs_database(request: HttpRequest) -> bool:

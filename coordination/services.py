@@ -96,10 +96,13 @@ def session_create(
 
 
 def session_close(*, session_id: str, actor: str | None = None) -> Session:
-    """Close a session; an ``actor`` (a key's agent) may close only its own."""
+    """Close a session; an ``actor`` (a key's agent) may close only its own (``Forbidden`` otherwise)."""
     with transaction.atomic():
         sessions = Session.objects.filter(pk=session_id, active=True)
         if actor is not None:
+            owner = sessions.values_list("agent_id", flat=True).first()
+            if owner is not None and owner != actor:
+                raise Forbidden(f"session {session_id} belongs to {owner}; a key may close only {actor}'s sessions")
             sessions = sessions.filter(agent_id=actor)
         if not sessions.update(active=False):
             raise NotFound("session not found")
@@ -877,14 +880,7 @@ def key_mint(
 ) -> tuple[AgentKey, str]:
     """Mint a key for ``agent_id``. Returns the row and the plaintext key, which is never stored
     (only its SHA-256) and so can be shown only this once."""
-    agent_id = _required(agent_id, "agent_id")
-    if expires not in AgentKey.EXPIRY_CHOICES:
-        raise Invalid(f"expires must be one of {', '.join(AgentKey.EXPIRY_CHOICES)}")
-    room_names = sorted({_required(room, "rooms[]") for room in rooms})
-    unknown = [name for name in room_names if not Room.objects.filter(pk=name).exists()]
-    if unknown:
-        raise Invalid(f"unknown rooms: {', '.join(unknown)}")
-    seconds = AgentKey.EXPIRY_CHOICES[expires]
+    agent_id, room_names, seconds = key_check(agent_id=agent_id, rooms=rooms, expires=expires)
     now = timezone.now()
     prefix = secrets.token_hex(6)
     plaintext = f"arc_{prefix}_{secrets.token_urlsafe(32)}"
@@ -900,6 +896,19 @@ def key_mint(
         expires_at=now + timedelta(seconds=seconds) if seconds is not None else None,
     )
     return key, plaintext
+
+
+def key_check(*, agent_id: str, rooms: Iterable[str] = (), expires: str = "never") -> tuple[str, list[str], int | None]:
+    """What ``key_mint`` would mint with: the agent id, the room names and the lifetime in seconds
+    (``None``: never expires); ``Invalid`` when one of them is not acceptable."""
+    agent_id = _required(agent_id, "agent_id")
+    if expires not in AgentKey.EXPIRY_CHOICES:
+        raise Invalid(f"expires must be one of {', '.join(AgentKey.EXPIRY_CHOICES)}")
+    room_names = sorted({_required(room, "rooms[]") for room in rooms})
+    unknown = [name for name in room_names if not Room.objects.filter(pk=name).exists()]
+    if unknown:
+        raise Invalid(f"unknown rooms: {', '.join(unknown)}")
+    return agent_id, room_names, AgentKey.EXPIRY_CHOICES[expires]
 
 
 def key_revoke(*, key_id: str) -> AgentKey:

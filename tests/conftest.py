@@ -44,6 +44,17 @@ class ApiClient:
         return response.status_code, response.json()
 
 
+class Persona(ApiClient):
+    """An ``ApiClient`` holding one agent key: ``agent`` is who it acts as, ``key`` its row, ``secret`` the key."""
+
+    def __init__(self, agent_id: str, **mint: Any) -> None:
+        from coordination import services
+
+        self.key, self.secret = services.key_mint(agent_id=agent_id, **mint)
+        self.agent = agent_id
+        super().__init__(key=self.secret)
+
+
 @pytest.fixture
 def api(db: None) -> ApiClient:
     hub_module.forget_instance_id()

@@ -105,6 +105,7 @@ def test_a_waiting_long_poll_returns_soon_after_another_client_posts(live_hub: H
 def test_the_hub_stops_cleanly_while_clients_are_waiting(live_hub: Hub) -> None:
     """SIGTERM with a stream and a long-poll open: exit status 0 (it used to die in a segfault)."""
     stream = requests.get(f"{live_hub.url}/v1/stream", params={"agent_id": "carol"}, stream=True, timeout=10)
+
     def wait() -> None:
         with contextlib.suppress(OSError):  # the hub closes it on shutdown
             live_hub.call("GET", "/v1/events?agent_id=carol&timeout=30")

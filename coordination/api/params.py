@@ -31,7 +31,27 @@ def json_object(raw: bytes) -> dict[str, Any]:
         raise Invalid(f"malformed JSON: {exc}") from exc
     if not isinstance(data, dict):
         raise Invalid(f"request body must be a JSON object, not {type(data).__name__ if data is not None else 'null'}")
+    reject_nul(data, "request body")
     return data
+
+
+def reject_nul(value: Any, where: str) -> None:
+    """Refuse NUL characters (``\\u0000``) anywhere in decoded JSON, keys included.
+
+    PostgreSQL can store them neither in text nor in ``jsonb``, so they are refused
+    on every database alike, here, before anything reaches storage.
+    """
+    pending = [value]
+    while pending:  # iterative: a deeply nested body must not exhaust the stack
+        item = pending.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                raise Invalid(f"{where} must not contain NUL characters (\\u0000)")
+        elif isinstance(item, dict):
+            pending.extend(item.keys())
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
 
 
 def query_int(query: QueryDict, name: str, default: int, *, minimum: int | None = None) -> int:

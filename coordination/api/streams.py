@@ -32,6 +32,7 @@ TOUCH_SEC = 30.0
 STREAM_EVENT_TYPES = {"message", "claim", "lock", "task", "presence", "delivery", "room"}
 
 _post_message = MessagePostView.as_view()
+_background: set[asyncio.Task[None]] = set()  # delivery records being written after the answer
 
 AsyncView = Callable[..., Coroutine[Any, Any, HttpResponse | StreamingHttpResponse]]
 
@@ -64,7 +65,10 @@ async def _long_poll(
             rows, _ = await feed.next(timeout)
         if marker is not None and rows:
             marker.note(rows, feed.cursor)
-            await marker.flush(force=True)
+            # Recorded right after the answer leaves, not before: the reader is not kept waiting.
+            task = asyncio.get_running_loop().create_task(marker.flush(force=True))
+            _background.add(task)
+            task.add_done_callback(_background.discard)
         return rows
 
 
@@ -180,7 +184,7 @@ async def stream(request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
     async def out() -> AsyncIterator[bytes]:
         marker = DeliveryMarker(flt)
         feed = MessageFeed(flt, cursor=since_id, limit=500, event_types=(types - {"message"}) | {"key"})
-        async with feed:
+        async with feed, access.revocations.watching(who):
             last_touch = time.monotonic()
             yield b": connected\n\n"
             try:
@@ -213,7 +217,7 @@ async def stream(request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
                     chunks.extend(
                         _sse_event(event)
                         for event in others
-                        if event.get("event") in types and _visible_event(event, agent_id, who)
+                        if event.get("event") in types and who.may_see_event(event, agent_id)
                     )
                     if chunks:
                         yield b"".join(chunks)
@@ -241,13 +245,3 @@ def _sse_messages(rows: list[dict[str, Any]]) -> bytes:
 def _sse_event(event: dict[str, Any]) -> bytes:
     data = {k: v for k, v in event.items() if k not in {"type", "event"}}
     return f"event: {event['event']}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n".encode()
-
-
-def _visible_event(event: dict[str, Any], agent_id: str, who: access.Identity) -> bool:
-    """Delivery events are private to their recipient; a scoped key sees only its rooms' tasks."""
-    if event.get("event") == "delivery":
-        return event.get("agent_id") == agent_id
-    task = event.get("task")
-    if isinstance(task, dict):
-        return who.can_see_room(str(task.get("channel")))
-    return True

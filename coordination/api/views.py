@@ -181,7 +181,7 @@ class TasksView(ArcView):
             thread_id=query_str(q, "thread_id"),
             assignee=query_str(q, "assignee"),
         )
-        return ok([t.as_wire() for t in tasks if who.can_see_room(t.channel)])
+        return ok([wire for wire in (t.as_wire() for t in tasks) if who.may_see_task(wire)])
 
 
 class TaskCompleteView(ArcView):
