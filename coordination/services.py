@@ -225,6 +225,22 @@ def room_create(
         return Room.objects.get(pk=name), False
 
 
+# Rooms are never deleted, so a room seen once exists for good: every broadcast asks,
+# and this process answers from memory after the first time.
+_known_rooms: set[str] = set()
+
+
+def _room_exists(name: str) -> bool:
+    if name in _known_rooms:
+        return True
+    if Room.objects.filter(pk=name).exists():
+        if len(_known_rooms) > 10_000:
+            _known_rooms.clear()
+        _known_rooms.add(name)
+        return True
+    return False
+
+
 def rooms_ensure_defaults() -> None:
     for name in DEFAULT_ROOMS:
         Room.objects.get_or_create(name=name, defaults={"created_by": SYSTEM_AGENT})
@@ -277,7 +293,7 @@ def message_post(
     meta = dict(metadata or {})
 
     with transaction.atomic():
-        if to_agent is None and not Room.objects.filter(pk=room).exists():
+        if to_agent is None and not _room_exists(room):
             raise Invalid(f"channel does not exist: {room}")
         parent = None
         if parent_task_id is not None:

@@ -71,10 +71,14 @@ def admin_api(api: ApiClient) -> ApiClient:
 
 
 @pytest.fixture(autouse=True)
-def _fresh_rate_limits() -> None:
-    from coordination import access
+def _fresh_process_caches() -> None:
+    """Each test gets a fresh database, so the per-process caches start empty too."""
+    from coordination import access, selectors, services
 
     access.rate_limiter.reset()
+    services._known_rooms.clear()
+    services._touched.clear()
+    selectors.live_agents_changed()
 
 
 @pytest.fixture
