@@ -365,7 +365,7 @@ class HubConsumer(AsyncWebsocketConsumer):
                 ended.set()
 
         why = "revoked"
-        await events.dispatcher.add(on_event)
+        await events.dispatcher.add(on_event, events.Route(rooms=frozenset(), kinds=frozenset({"key"})))
         try:
             async with access.revocations.watching(who):
                 # Revoked between the key's check and now, its event is already gone: look once.

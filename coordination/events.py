@@ -23,7 +23,9 @@ import asyncio
 import json
 import logging
 import threading
+from collections import defaultdict
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from asgiref.sync import async_to_sync
@@ -98,6 +100,63 @@ async def _group_send(layer: Any, message: dict[str, Any]) -> None:
 Listener = Callable[[dict[str, Any]], None]
 
 
+@dataclass(frozen=True)
+class Route:
+    """Which events a listener wants, so that the dispatcher calls it only for those.
+
+    Messages: broadcasts in ``rooms`` (``None``: every room; empty: none) and direct
+    messages to ``agent_id``; ``every_message`` for all of them. Other events: by kind.
+    A listener still filters what it is handed; the route only spares it the rest,
+    so a thousand idle readers of other rooms cost nothing per post.
+    """
+
+    rooms: frozenset[str] | None = None
+    agent_id: str | None = None
+    every_message: bool = False
+    kinds: frozenset[str] = frozenset()
+
+
+class _Routes:
+    """The dispatcher's index from an event to the listeners that want it."""
+
+    def __init__(self) -> None:
+        self.everything: set[Listener] = set()  # listeners without a route
+        self.every_message: set[Listener] = set()
+        self.all_rooms: set[Listener] = set()
+        self.room: dict[str, set[Listener]] = defaultdict(set)
+        self.direct: dict[str, set[Listener]] = defaultdict(set)
+        self.kind: dict[str, set[Listener]] = defaultdict(set)
+
+    def buckets(self, listener: Listener, route: Route | None) -> list[set[Listener]]:
+        if route is None:
+            return [self.everything]
+        out = [self.kind[k] for k in route.kinds]
+        if route.every_message:
+            out.append(self.every_message)
+        else:
+            if route.rooms is None:
+                out.append(self.all_rooms)
+            else:
+                out.extend(self.room[r] for r in route.rooms)
+            if route.agent_id is not None:
+                out.append(self.direct[route.agent_id])
+        return out
+
+    def targets(self, event: dict[str, Any]) -> set[Listener]:
+        found = set(self.everything)
+        if event.get("event") == "message":
+            found |= self.every_message
+            to_agent = event.get("to_agent")
+            if to_agent is None:
+                found |= self.all_rooms
+                found |= self.room.get(str(event.get("channel")), set())
+            else:
+                found |= self.direct.get(str(to_agent), set())
+        else:
+            found |= self.kind.get(str(event.get("event")), set())
+        return found
+
+
 class Dispatcher:
     """This process's one subscription to the event group, fanning events out to local listeners.
 
@@ -106,7 +165,8 @@ class Dispatcher:
     """
 
     def __init__(self) -> None:
-        self._listeners: set[Listener] = set()
+        self._listeners: dict[Listener, list[set[Listener]]] = {}
+        self._routes = _Routes()
         # The message chain this process has seen without a break: every message with an
         # id in (chain_start, last_id] reached this dispatcher.
         self._chain_start: int | None = None
@@ -115,9 +175,15 @@ class Dispatcher:
         self._ready: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
-    async def add(self, listener: Listener) -> None:
-        """Register ``listener``; returns once this process is subscribed (no event can be missed after)."""
-        self._listeners.add(listener)
+    async def add(self, listener: Listener, route: Route | None = None) -> None:
+        """Register ``listener`` (for the events ``route`` names; all without one).
+
+        Returns once this process is subscribed: no event can be missed after.
+        """
+        buckets = self._routes.buckets(listener, route)
+        for bucket in buckets:
+            bucket.add(listener)
+        self._listeners[listener] = buckets
         loop = asyncio.get_running_loop()
         if self._task is None or self._task.done() or self._loop is not loop:
             self._loop = loop
@@ -129,11 +195,12 @@ class Dispatcher:
         await self._ready.wait()
 
     def remove(self, listener: Listener) -> None:
-        self._listeners.discard(listener)
+        for bucket in self._listeners.pop(listener, []):
+            bucket.discard(listener)
 
     def deliver(self, message: dict[str, Any]) -> None:
-        """Hand ``message`` to this process's listeners (what arrives from the group, or a local finding)."""
-        for listener in list(self._listeners):
+        """Hand ``message`` to the listeners that want it (what arrives from the group, or a local finding)."""
+        for listener in self._routes.targets(message):
             try:
                 listener(message)
             except Exception:

@@ -52,6 +52,17 @@ class FeedFilter:
             return False  # rooms narrow broadcasts; direct messages to the reader always pass
         return not (self.exclude_self and self.agent_id is not None and m.get("from_agent") == self.agent_id)
 
+    def route(self, event_types: frozenset[str] = frozenset()) -> events.Route:
+        """The events this reader can possibly want, for the dispatcher's index."""
+        if self.agent_id is None and not self.broadcast_only:
+            return events.Route(every_message=True, kinds=event_types)
+        rooms: frozenset[str] | None = None
+        if self.channel is not None:
+            rooms = frozenset({self.channel}) if not self.rooms or self.channel in self.rooms else frozenset()
+        elif self.rooms:
+            rooms = self.rooms
+        return events.Route(rooms=rooms, agent_id=None if self.broadcast_only else self.agent_id, kinds=event_types)
+
     def query(self, *, after: int, through: int | None, limit: int) -> list[dict[str, Any]]:
         rows = selectors.messages_feed(
             agent_id=self.agent_id,
@@ -77,7 +88,7 @@ class MessageFeed:
     _started: bool = False
 
     async def __aenter__(self) -> MessageFeed:
-        await events.dispatcher.add(self._on_event)
+        await events.dispatcher.add(self._on_event, self.filter.route(self.event_types))
         self._started = True
         return self
 
@@ -209,7 +220,7 @@ class Presence:
         self._changed = asyncio.Event()
 
     async def __aenter__(self) -> Presence:
-        await events.dispatcher.add(self._on_event)
+        await events.dispatcher.add(self._on_event, events.Route(rooms=frozenset(), kinds=frozenset({"presence"})))
         return self
 
     async def __aexit__(self, *exc: object) -> None:

@@ -256,3 +256,29 @@ def test_delivery_truth_for_direct_and_broadcast_posts(live_hub: Hub) -> None:
     status, missing = live_hub.call("GET", "/v1/messages/999999/status")
     assert status == 404
     assert missing["error"] == "message not found"
+
+
+def test_the_dispatcher_calls_a_reader_only_for_what_it_can_see() -> None:
+    """An idle reader of another room costs nothing per post: it is not even called."""
+    dispatcher = events.Dispatcher()
+    seen: dict[str, list[int]] = {"ops": [], "bob": [], "all": [], "claims": []}
+    listeners = {name: (lambda event, name=name: seen[name].append(event.get("id", 0))) for name in seen}
+    dispatcher._listeners = {}
+    for name, route in (
+        ("ops", events.Route(rooms=frozenset({"ops"}))),
+        ("bob", events.Route(rooms=frozenset(), agent_id="bob")),
+        ("all", events.Route()),
+        ("claims", events.Route(rooms=frozenset(), kinds=frozenset({"claim"}))),
+    ):
+        for bucket in dispatcher._routes.buckets(listeners[name], route):
+            bucket.add(listeners[name])
+
+    def message(mid: int, channel: str, to_agent: str | None = None) -> dict[str, Any]:
+        return {"event": "message", "id": mid, "channel": channel, "to_agent": to_agent}
+
+    dispatcher.deliver(message(1, "general"))
+    dispatcher.deliver(message(2, "ops"))
+    dispatcher.deliver(message(3, "direct", to_agent="bob"))
+    dispatcher.deliver(message(4, "direct", to_agent="carol"))
+    dispatcher.deliver({"event": "claim", "id": 5})
+    assert seen == {"ops": [2], "bob": [3], "all": [1, 2], "claims": [5]}
