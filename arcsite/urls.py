@@ -3,11 +3,13 @@ from __future__ import annotations
 from django.contrib import admin
 from django.urls import include, path
 
+from coordination import metrics
 from coordination.api.envelope import error
 
 urlpatterns = [
     path("v1/", include("coordination.api.urls")),
     path("admin/", admin.site.urls),
+    path("metrics", metrics.metrics),
     path("", include("dashboard.urls")),
 ]
 

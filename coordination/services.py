@@ -408,6 +408,31 @@ def _feed_cursor_raise(agent_id: str, through_id: int, now: datetime) -> None:
         )
 
 
+def reply_claim(*, message_id: int, agent_id: str) -> tuple[Message, bool]:
+    """Claim the right to answer a message that expects a reply. Returns ``(message, acquired)``.
+
+    One conditional update decides it: for ``expects_reply: "anyone"`` exactly one agent
+    wins and every other learns the winner (``reply_claimed_by``); for a named agent only
+    that agent may claim (``Forbidden`` for others). Claiming again as the winner is a no-op
+    that still answers ``acquired: true``. A message expecting no reply is a ``Conflict``.
+    """
+    agent_id = _required(agent_id, "agent_id")
+    with transaction.atomic():
+        message = Message.objects.filter(pk=message_id).first()
+        if message is None:
+            raise NotFound("message not found")
+        if message.expects_reply == "none":
+            raise Conflict(f"message {message_id} expects no reply (expects_reply is none)")
+        if message.expects_reply not in ("anyone", agent_id):
+            raise Forbidden(f"message {message_id} expects a reply from {message.expects_reply} only")
+        won = Message.objects.filter(pk=message_id, reply_claimed_by__isnull=True).update(reply_claimed_by=agent_id)
+        message.refresh_from_db(fields=["reply_claimed_by"])
+        acquired = bool(won) or message.reply_claimed_by == agent_id
+        if won:
+            events.publish("reply_claim", {"message_id": message_id, "agent_id": agent_id, "channel": message.channel})
+        return message, acquired
+
+
 def _task_finished_by(
     kind: str, reply_to: int | None, metadata: dict[str, Any], poster: str
 ) -> tuple[Task, bool] | None:

@@ -142,6 +142,10 @@ class MessagePost(ArcSerializer):
     expects_reply = Text(max_length=200)
 
 
+class ReplyClaim(ArcSerializer):
+    agent_id = Text(required=True, max_length=200)
+
+
 class ClaimAcquire(ArcSerializer):
     owner_agent_id = Text(required=True, max_length=200)
     claim_key = Text(max_length=300)

@@ -12,6 +12,8 @@ urlpatterns = [
     path("hub-info", views.HubInfoView.as_view()),
     path("messages", streams.messages),
     path("messages/<int:message_id>/status", views.MessageStatusView.as_view()),
+    path("messages/<int:message_id>/reply-claim", views.ReplyClaimView.as_view()),
+    path("stats", views.StatsView.as_view()),
     path("events", streams.events),
     path("stream", streams.stream),
     path("bootstrap", views.BootstrapView.as_view()),

@@ -80,6 +80,20 @@ class MessagePostView(ArcView):
         return ok(message.as_wire(), 201, **selectors.post_receipt(message))
 
 
+class ReplyClaimView(ArcView):
+    def post(self, request: Request, message_id: int) -> HttpResponse:
+        who = access.of(request)
+        data = s.ReplyClaim.parse(who.bind(self.body(request), "agent_id"))
+        who.require_party(selectors.message_get(message_id).as_wire())
+        message, acquired = services.reply_claim(message_id=message_id, agent_id=data["agent_id"])
+        return ok(message.as_wire(), 201 if acquired else 200, acquired=acquired)
+
+
+class StatsView(ArcView):
+    def get(self, request: Request) -> HttpResponse:
+        return ok(selectors.hub_stats())
+
+
 class MessageStatusView(ArcView):
     def get(self, request: Request, message_id: int) -> HttpResponse:
         message = selectors.message_get(message_id)
