@@ -515,7 +515,12 @@ def claim_acquire(
             raise Invalid("claim_key or task_message_id is required")
         claim_key = f"task-{task_message_id}"
     values = {"thread_id": thread_id or None, "task_message_id": task_message_id, "metadata": dict(metadata or {})}
-    claim, acquired = _lease_acquire(Claim, claim_key, "owner_agent_id", owner_agent_id, "claimed_at", ttl_sec, values)
+    with transaction.atomic():
+        claim, acquired = _lease_acquire(
+            Claim, claim_key, "owner_agent_id", owner_agent_id, "claimed_at", ttl_sec, values
+        )
+        if acquired and task_message_id is not None:
+            _task_begin(task_message_id, owner_agent_id)  # claiming a task starts it (SPEC 2)
     session_touch(agent_id=owner_agent_id)
     return claim, acquired
 
@@ -714,6 +719,73 @@ def _task_actor_check(task: Task, actor: str | None, verb: str) -> None:
     )
     if not claimed.exists():
         raise Forbidden(f"only the task's requester, assignee or claimant may {verb} task {task.task_id}")
+
+
+def task_start(*, task_id: int, actor: str | None = None) -> Task:
+    """Move an open task to ``in_progress`` (its assignee becomes ``actor`` if it had none).
+
+    Starting a task already in progress by the same agent is a no-op; any other start
+    of a task that is not open is a ``Conflict`` (409).
+    """
+    with transaction.atomic():
+        task = Task.objects.filter(pk=task_id).first()
+        if task is None:
+            raise NotFound("task not found")
+        if task.assignee is not None:  # an unassigned task is anyone's to start
+            _task_actor_check(task, actor, "start")
+        if task.status == Task.Status.IN_PROGRESS and (actor is None or task.assignee in (None, actor)):
+            return task
+        if not _task_begin(task_id, actor):
+            task.refresh_from_db()
+            raise Conflict(f"task {task_id} is {task.status}; only an open task can be started")
+        task.refresh_from_db()
+        return task
+
+
+def _task_begin(task_id: int, agent_id: str | None) -> bool:
+    """open → in_progress, once (a conditional update); the agent becomes the assignee if there was none."""
+    now = timezone.now()
+    rows = Task.objects.filter(pk=task_id, status=Task.Status.OPEN)
+    started = rows.filter(assignee__isnull=True).update(
+        status=Task.Status.IN_PROGRESS, started_at=now, assignee=agent_id
+    )
+    started = started or rows.update(status=Task.Status.IN_PROGRESS, started_at=now)
+    if started:
+        task = Task.objects.get(pk=task_id)
+        events.publish("task", {"action": "started", "task": task.as_wire()})
+    return bool(started)
+
+
+def tasks_time_out() -> list[Task]:
+    """Tasks past their deadline and still unfinished become ``timeout``; each requester is told.
+
+    Run by the hub's sweeper. A conditional update per task, so two sweeping workers
+    never time out (or announce) the same task twice.
+    """
+    now = timezone.now()
+    timed_out: list[Task] = []
+    for task in Task.objects.filter(status__in=Task.UNFINISHED, deadline__lt=now):
+        with transaction.atomic():
+            if not Task.objects.filter(pk=task.pk, status__in=Task.UNFINISHED).update(
+                status=Task.Status.TIMEOUT, completed_at=now
+            ):
+                continue
+            task.refresh_from_db()
+            events.publish("task", {"action": "timeout", "task": task.as_wire()})
+            if task.requester and task.requester != SYSTEM_AGENT:
+                message_post(
+                    from_agent=SYSTEM_AGENT,
+                    to_agent=task.requester,
+                    kind="notice",
+                    body=f"Task {task.task_id} timed out before it finished"
+                    + (f" (assigned to {task.assignee})." if task.assignee else "."),
+                    reply_to=task.task_id,
+                    thread_id=task.thread_id,
+                    metadata={"task_timeout": task.task_id, "assignee": task.assignee},
+                    touch=False,
+                )
+            timed_out.append(task)
+    return timed_out
 
 
 def task_fail(*, task_id: int, reason: str, actor: str | None = None) -> Task:

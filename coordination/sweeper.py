@@ -1,7 +1,7 @@
 """The hub's housekeeping loop, run inside every serving process (no cron).
 
 It expires stale sessions (releasing their claims and locks with recovery
-notices). Every step is a conditional update, so several processes sweeping one
+notices) and times out overdue tasks (telling their requesters), at least every 30 s. Every step is a conditional update, so several processes sweeping one
 database never do the same work twice.
 """
 
@@ -33,6 +33,7 @@ class Sweeper:
 
     def sweep_once(self) -> None:
         services.sessions_prune_expired()
+        services.tasks_time_out()
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval_sec):

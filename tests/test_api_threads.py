@@ -179,7 +179,7 @@ def test_thread_detail_has_the_summary_and_every_related_record(api):
     assert detail["thread"] == summaries(api)["t-auth"]
     assert [m["id"] for m in detail["messages"]] == [task["id"], dm["id"]]
     assert [t["task_id"] for t in detail["tasks"]] == [task["id"]]
-    assert detail["tasks"][0]["status"] == "open"
+    assert detail["tasks"][0]["status"] == "in_progress"  # claiming a task starts it (SPEC section 2)
     assert detail["claims"] == [claim]
     assert detail["locks"] == [lock]
 

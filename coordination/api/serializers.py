@@ -142,6 +142,10 @@ class MessagePost(ArcSerializer):
     expects_reply = Text(max_length=200)
 
 
+class TaskFail(ArcSerializer):
+    reason = Text(max_length=2000)
+
+
 class ReplyClaim(ArcSerializer):
     agent_id = Text(required=True, max_length=200)
 

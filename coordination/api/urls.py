@@ -28,6 +28,8 @@ urlpatterns = [
     path("locks/release", views.LockReleaseView.as_view()),
     path("tasks", views.TasksView.as_view()),
     path("tasks/<int:task_id>/complete", views.TaskCompleteView.as_view()),
+    path("tasks/<int:task_id>/start", views.TaskStartView.as_view()),
+    path("tasks/<int:task_id>/fail", views.TaskFailView.as_view()),
     path("network", views.NetworkView.as_view()),
     path("shutdown", views.ShutdownView.as_view()),
     path("shutdown/cancel", views.ShutdownCancelView.as_view()),

@@ -207,6 +207,21 @@ class TaskCompleteView(ArcView):
         return ok(task.as_wire())
 
 
+class TaskStartView(ArcView):
+    def post(self, request: Request, task_id: int) -> HttpResponse:
+        self.body(request)
+        return ok(services.task_start(task_id=task_id, actor=access.of(request).agent_id).as_wire())
+
+
+class TaskFailView(ArcView):
+    def post(self, request: Request, task_id: int) -> HttpResponse:
+        data = s.TaskFail.parse(self.body(request))
+        task = services.task_fail(
+            task_id=task_id, reason=data.get("reason") or "failed", actor=access.of(request).agent_id
+        )
+        return ok(task.as_wire())
+
+
 class NetworkView(ArcView):
     def get(self, request: Request) -> HttpResponse:
         return ok({"allow_remote": services.remote_allowed()})
