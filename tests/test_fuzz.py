@@ -135,6 +135,9 @@ POST_FIELDS: dict[str, list[str]] = {
     "/v1/locks/refresh": ["agent_id", "file_path", "ttl_sec"],
     "/v1/locks/release": ["agent_id", "file_path"],
     "/v1/tasks/1/complete": [],
+    "/v1/tasks/1/start": [],
+    "/v1/tasks/1/fail": ["reason"],
+    "/v1/messages/1/reply-claim": ["agent_id"],
     "/v1/network": ["allow_remote"],
     "/v1/shutdown": ["delay_sec"],
     "/v1/shutdown/cancel": [],
@@ -155,6 +158,7 @@ GET_PARAMS: dict[str, list[str]] = {
     "/v1/tasks": ["status", "parent_id", "channel", "thread_id", "assignee"],
     "/v1/network": [],
     "/v1/shutdown": [],
+    "/v1/stats": [],
 }
 
 
@@ -170,6 +174,9 @@ VALID: dict[str, dict[str, Any]] = {
     "/v1/locks/refresh": {"agent_id": "alice", "file_path": "src/a.py"},
     "/v1/locks/release": {"agent_id": "alice", "file_path": "src/a.py"},
     "/v1/tasks/1/complete": {},
+    "/v1/tasks/1/start": {},
+    "/v1/tasks/1/fail": {"reason": "red"},
+    "/v1/messages/1/reply-claim": {"agent_id": "alice"},
     "/v1/network": {},
     "/v1/shutdown": {"delay_sec": 3600},
     "/v1/shutdown/cancel": {},
@@ -357,6 +364,9 @@ PATH_IDS = st.one_of(
     [
         ("get", "/v1/messages/{}/status"),
         ("post", "/v1/tasks/{}/complete"),
+        ("post", "/v1/tasks/{}/start"),
+        ("post", "/v1/tasks/{}/fail"),
+        ("post", "/v1/messages/{}/reply-claim"),
         ("get", "/v1/threads/{}"),
         ("get", "/v1/inbox/{}"),
         ("delete", "/v1/sessions/{}"),
