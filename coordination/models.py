@@ -49,6 +49,9 @@ class Room(models.Model):
             "created_at": iso(self.created_at),
             "created_by": self.created_by,
             "metadata": self.metadata,
+            "closed": self.closed_at is not None,
+            "closed_at": iso(self.closed_at),
+            "closed_by": self.closed_by,
         }
 
 
@@ -194,6 +197,8 @@ class Claim(models.Model):
     expires_at = models.DateTimeField()
     released_at = models.DateTimeField(null=True, blank=True)
     metadata = models.JSONField(default=dict, blank=True)
+    # When the holder was told its claim ran out (SPEC 2, "Expiry is told to the holder").
+    expiry_noticed_at = models.DateTimeField(null=True, blank=True)
 
     objects = LeaseQuerySet.as_manager()
 
@@ -228,6 +233,8 @@ class Lock(models.Model):
     expires_at = models.DateTimeField()
     released_at = models.DateTimeField(null=True, blank=True)
     metadata = models.JSONField(default=dict, blank=True)
+    # When the holder was told its lock ran out (SPEC 2, "Expiry is told to the holder").
+    expiry_noticed_at = models.DateTimeField(null=True, blank=True)
 
     objects = LeaseQuerySet.as_manager()
 
@@ -344,7 +351,12 @@ class Delivery(models.Model):
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["message", "agent_id"], name="one_delivery_per_recipient")]
-        indexes = [models.Index(fields=["agent_id", "state", "message"])]
+        indexes = [
+            models.Index(fields=["agent_id", "state", "message"]),
+            # Lease order: highest priority, then oldest, among an agent's pending deliveries.
+            models.Index(fields=["agent_id", "state", "-priority", "message"], name="delivery_lease_order"),
+            models.Index(fields=["state", "leased_until"], name="delivery_lease_expiry"),
+        ]
 
     def __str__(self) -> str:
         return f"message {self.message_id} → {self.agent_id}: {self.state}"
