@@ -21,7 +21,8 @@ def test_it_lists_the_default_channels(api):
     assert env["ok"] is True
     assert [c["name"] for c in env["result"]] == ["direct", "general"]
     for channel in env["result"]:
-        assert set(channel) == {"name", "created_at", "created_by", "metadata"}
+        assert set(channel) == {"name", "created_at", "created_by", "metadata", "closed", "closed_at", "closed_by"}
+        assert channel["closed"] is False
         assert channel["created_by"] == "system"
         assert channel["metadata"] == {}
         assert ISO_Z.match(channel["created_at"])
