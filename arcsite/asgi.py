@@ -1,4 +1,4 @@
-"""ASGI entry point: Django (REST, long-poll, SSE, dashboard) behind the request-size guard,
+"""ASGI entry point: Django (REST, long-poll, SSE, dashboard, static files) behind the request-size guard,
 and the WebSocket protocol at ``/v1/ws`` (SPEC section 4, ``coordination.consumers``).
 """
 
@@ -64,12 +64,38 @@ class PathRouter:
         await app(scope, receive, send)
 
 
+from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
+from django.core.exceptions import SuspiciousOperation  # noqa: E402
+from django.http import HttpRequest, HttpResponseBase  # noqa: E402
 from django.urls import path, re_path  # noqa: E402
 
+from coordination.api import envelope  # noqa: E402
 from coordination.consumers import HubConsumer, NoRouteConsumer  # noqa: E402  (needs Django set up first)
-from coordination.middleware import BodyLimit  # noqa: E402
+from coordination.middleware import ArcEdgeMiddleware, BodyLimit  # noqa: E402
 
-django_app = PathRouter(ApiASGIHandler(), HubASGIHandler())
+
+class StaticFiles(ASGIStaticFilesHandler):
+    """Serve ``/static/`` (the admin's and the API docs page's files) from the installed apps.
+
+    The hub runs as one process with no web server in front, and must work offline, so it
+    serves its own assets: Django's staticfiles handler (``runserver``'s), finding files in
+    the apps (no ``collectstatic``), behind the same edge as every page (remote clients
+    only while remote access is on; ``X-Arc-Instance``). Every other path goes to the wrapped app.
+    """
+
+    async def get_response_async(self, request: HttpRequest) -> HttpResponseBase:
+        response: HttpResponseBase = await ArcEdgeMiddleware(self._serve)(request)
+        return response
+
+    async def _serve(self, request: HttpRequest) -> HttpResponseBase:
+        try:
+            return await super().get_response_async(request)
+        except SuspiciousOperation:  # a path out of the static directories (../): nothing there to serve
+            return envelope.error("not found", 404)
+
+
+# (Django types the wrapped app as an ASGIHandler; any ASGI app works.)
+django_app = StaticFiles(PathRouter(ApiASGIHandler(), HubASGIHandler()))  # type: ignore[arg-type]
 # ALLOWED_HOSTS is "*": who may connect is decided per socket (loopback, or remote access on).
 websockets = URLRouter([path("v1/ws", HubConsumer.as_asgi()), re_path(r"", NoRouteConsumer.as_asgi())])
 application = ProtocolTypeRouter({"http": BodyLimit(django_app), "websocket": websockets})

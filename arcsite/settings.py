@@ -191,6 +191,8 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
+    "drf_spectacular",  # the OpenAPI document at /v1/schema (coordination.api.schema)
+    "drf_spectacular_sidecar",  # Swagger UI's files, served by the hub itself (offline)
     "channels",
     "django_htmx",
     "coordination",
@@ -301,6 +303,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PARSER_CLASSES": [],  # bodies are parsed by coordination.api.params (any content type, as Arc)
     "EXCEPTION_HANDLER": "coordination.api.errors.arc_exception_handler",
     "UNAUTHENTICATED_USER": None,
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
 }
 
 # The edge middleware answers 413 before Django reads a body past ARC_MAX_REQUEST_BYTES;
@@ -314,6 +317,19 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = ARC_HOME / "static"
+# The hub serves /static/ itself, from the installed apps (arcsite.asgi.StaticFiles): no CDN, no collectstatic.
+
+# The API description (coordination.api.schema): Swagger UI at /docs from the sidecar's files, never a CDN.
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Arc hub API",
+    "SCHEMA_PATH_PREFIX": "/v1",
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    # Its deploy check builds a schema with the stock generator, not ours (tests/test_manifest_schema.py checks ours).
+    "ENABLE_DJANGO_DEPLOY_CHECK": False,
+    # validatorUrl null: Swagger UI would otherwise send the schema to validator.swagger.io.
+    "SWAGGER_UI_SETTINGS": {"deepLinking": True, "validatorUrl": None, "displayOperationId": False},
+}
 
 LOGGING = {
     "version": 1,

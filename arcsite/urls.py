@@ -5,11 +5,14 @@ from django.urls import include, path
 
 from coordination import metrics
 from coordination.api.envelope import error
+from coordination.api.schema import DocsView
 
 urlpatterns = [
     path("v1/", include("coordination.api.urls")),
     path("admin/", admin.site.urls),
     path("metrics", metrics.metrics),
+    # The API docs page (Swagger UI over /v1/schema), outside /v1 so a browser opens it without a key.
+    path("docs", DocsView.as_view(), name="api-docs"),
     path("", include("dashboard.urls")),
 ]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from django import forms
@@ -101,8 +102,33 @@ class AgentKeyAdmin(admin.ModelAdmin):
 
 @admin.register(Room)
 class RoomAdmin(admin.ModelAdmin):
-    list_display = ("name", "created_by", "created_at", "closed_at")
+    list_display = ("name", "created_by", "created_at", "closed_at", "closed_by")
     search_fields = ("name",)
+    # Closed through the actions (the services), so waiting agents are told; never by editing the fields.
+    readonly_fields = ("closed_at", "closed_by")
+    actions = ["close_rooms", "reopen_rooms"]
+
+    @admin.action(description="Close selected rooms (posts get 409; waiting agents are told)")
+    def close_rooms(self, request: HttpRequest, queryset: QuerySet[Room]) -> None:
+        self._apply(request, queryset, services.room_close, "Closed")
+
+    @admin.action(description="Reopen selected rooms")
+    def reopen_rooms(self, request: HttpRequest, queryset: QuerySet[Room]) -> None:
+        self._apply(request, queryset, services.room_reopen, "Reopened")
+
+    def _apply(
+        self, request: HttpRequest, queryset: QuerySet[Room], change: Callable[..., tuple[Room, bool]], done: str
+    ) -> None:
+        changed, refused = [], []
+        for room in queryset:
+            try:
+                if change(name=room.name, actor=request.user.get_username())[1]:
+                    changed.append(room.name)
+            except ArcError as exc:
+                refused.append(exc.message)
+        self.message_user(request, f"{done} {len(changed)} room(s): {', '.join(changed) or 'none changed'}.")
+        for reason in refused:
+            self.message_user(request, reason, messages.ERROR)
 
 
 @admin.register(Session)
@@ -145,6 +171,14 @@ class TaskAdmin(admin.ModelAdmin):
 
 @admin.register(Delivery)
 class DeliveryAdmin(admin.ModelAdmin):
-    list_display = ("message", "agent_id", "state", "attempts", "delivered_at", "acked_at")
+    list_display = ("message", "agent_id", "state", "attempts", "max_attempts", "leased_until", "last_error")
     list_filter = ("state",)
     search_fields = ("agent_id",)
+    actions = ["retry_dead_letters"]
+
+    @admin.action(description="Retry selected dead letters (queued again with fresh attempts)")
+    def retry_dead_letters(self, request: HttpRequest, queryset: QuerySet[Delivery]) -> None:
+        retried = 0
+        for agent_id, message_id in queryset.values_list("agent_id", "message_id"):
+            retried += services.deliveries_retry(message_ids=[message_id], agent_id=agent_id)
+        self.message_user(request, f"Queued {retried} dead letter(s) again.", messages.SUCCESS)

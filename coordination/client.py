@@ -41,6 +41,7 @@ from collections.abc import Generator, Iterable, Iterator
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
+from urllib.parse import quote
 
 import requests
 import urllib3
@@ -238,8 +239,17 @@ class ArcClient:
         metadata: dict[str, Any] | None = None,
         reply_to: int | None = None,
         parent_task_id: int | None = None,
+        priority: str | None = None,
+        ttl_sec: int | None = None,
+        expects_reply: str | None = None,
+        max_attempts: int | None = None,
     ) -> dict[str, Any]:
         """Post a message to ``channel`` (a direct message when ``to_agent`` is set). Returns the stored message.
+
+        This hub's extensions: ``priority`` (``low``/``normal``/``high``/``critical``,
+        the lease order of direct messages), ``ttl_sec`` (expiry), ``expects_reply``
+        (``anyone`` or an agent id) and ``max_attempts`` (a direct message's retries
+        before it becomes a dead letter).
 
         Who it reached is kept on ``last_receipt`` (``recipients``: how many live
         agents can see it; for a DM ``delivery``: ``{recipient: state}``; and a
@@ -254,8 +264,16 @@ class ArcClient:
                 metadata=metadata,
                 reply_to=reply_to,
                 parent_task_id=parent_task_id,
+                priority=priority,
+                ttl_sec=ttl_sec,
+                expects_reply=expects_reply,
+                max_attempts=max_attempts,
             )
         )
+        return self._post_payload(payload)
+
+    def _post_payload(self, payload: dict[str, Any]) -> dict[str, Any]:
+        channel = payload.get("channel")
         envelope = self._envelope("POST", "/v1/messages", payload)
         self.last_receipt = {name: envelope[name] for name in RECEIPT_FIELDS if name in envelope}
         result: dict[str, Any] = envelope["result"]
@@ -328,7 +346,9 @@ class ArcClient:
         duplicate. With ``reconnect=False`` a lost connection raises
         ``ArcError`` (status 599) instead, and the iteration ends when the hub
         ends the stream. An error answer (bad ``types``, unknown agent key)
-        raises ``ArcError`` either way.
+        raises ``ArcError`` either way. A stream of one room (``channels="ops"``)
+        ends when an admin closes that room (with ``"room"`` in ``types``, after
+        yielding ``{"event": "room", "action": "closed", ...}``).
 
         It runs until the caller breaks out of the loop, calls ``close()`` on
         the iterator, or calls the client's ``close()`` (from any thread); each
@@ -338,6 +358,10 @@ class ArcClient:
         if exclude_self:
             params["exclude_self"] = 1
         params.update(_present(channels=_csv(channels), types=_csv(types)))
+        # The hub sends room events unasked; yielded only when asked for. Closing the one room
+        # followed ends the stream (the hub ends it, and reconnecting would find it closed).
+        wanted = set((_csv(types) or "message").split(","))
+        only = params["channels"] if "," not in params.get("channels", ",") else None
         cursor = self._since_id if since_id is None else int(since_id)
         handle = _StreamHandle()
         with self._streams_lock:
@@ -354,7 +378,10 @@ class ArcClient:
                             if event.event == "message":
                                 cursor = max(cursor, int(item["id"]))
                                 self._since_id = max(self._since_id, cursor)
-                            yield item
+                            if event.event != "room" or "room" in wanted:
+                                yield item
+                            if event.event == "room" and item.get("action") == "closed" and item["channel"] == only:
+                                return  # the one room followed is closed: the hub ended the stream for good
                         if not reconnect:
                             return  # the hub ended the stream
                     except _StreamLost as lost:
@@ -522,13 +549,20 @@ class ArcClient:
         ``timeout`` seconds without a result.
         """
         request = self.post(channel, body, kind="task_request", to_agent=to_agent, metadata=metadata)
-        request_id = int(request["id"])
+        return self.await_result(int(request["id"]), timeout=timeout)
+
+    def await_result(self, task_id: int, *, timeout: float = 30.0) -> dict[str, Any]:
+        """Wait for the ``task_result`` answering task ``task_id`` (sent to any channel or to this agent).
+
+        Raises ``ArcError`` (status 408) after ``timeout`` seconds without one.
+        """
+        request_id = int(task_id)
         since_id = request_id
         deadline = time.monotonic() + timeout
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise ArcError(f"RPC to {to_agent} timed out after {timeout:g}s (request {request_id})", status=408)
+                raise ArcError(f"no result for task {request_id} after {timeout:g}s", status=408)
             wait = min(remaining, MAX_LONG_POLL_SEC)
             # Own messages included: an agent may call itself, and the result is then its own post.
             params = {"agent_id": self.agent_id, "since_id": since_id, "timeout": f"{wait:.3f}", "limit": 500}
@@ -550,6 +584,32 @@ class ArcClient:
         """
         result: dict[str, Any] = self._call("GET", f"/v1/messages/{int(message_id)}/status")
         return result
+
+    def close_room(self, name: str) -> dict[str, Any]:
+        """Close room ``name`` (needs an admin key): posts to it get 409 and its waiting readers are told.
+
+        Returns the room (``closed: true``); closing a closed room changes nothing.
+        """
+        result: dict[str, Any] = self._call("POST", f"/v1/channels/{quote(name, safe='')}/close", {})
+        return result
+
+    def reopen_room(self, name: str) -> dict[str, Any]:
+        """Reopen room ``name`` (needs an admin key): it takes posts again. Returns the room."""
+        result: dict[str, Any] = self._call("POST", f"/v1/channels/{quote(name, safe='')}/reopen", {})
+        return result
+
+    def search(
+        self, q: str, *, channel: str | None = None, from_agent: str | None = None, limit: int = 50
+    ) -> list[dict[str, Any]]:
+        """Messages whose bodies hold every word of ``q`` (the last word also as a prefix), best match first.
+
+        ``channel`` and ``from_agent`` narrow the results. The hub shows what this client
+        may read: with a key, its rooms' broadcasts and its own direct messages. Raises
+        ``ArcError`` (400) when ``q`` holds no letter or digit to search for.
+        """
+        params = {"q": q, "limit": int(limit), **_present(channel=channel, from_agent=from_agent)}
+        results: list[dict[str, Any]] = self._call("GET", "/v1/search", params=params)
+        return results
 
     def wait_for(self, n: int, *, timeout: float = 30.0, capability: str | None = None) -> list[dict[str, Any]]:
         """Wait until at least ``n`` agents are live (with ``capability``, if given); returns the roster.
@@ -574,6 +634,110 @@ class ArcClient:
                 )
             if "ready" not in envelope:  # a hub without wait_for (Arc) answers at once: ask again in a second
                 time.sleep(min(1.0, max(deadline - time.monotonic(), 0.0)))
+
+    # ── work queue: reliable direct delivery ──────────────────────────────
+
+    def lease(self, max: int = 10, *, lease_sec: int = 60) -> list[dict[str, Any]]:
+        """Lease up to ``max`` of this agent's pending direct messages for ``lease_sec`` seconds.
+
+        Highest priority first, then oldest; each message carries its ``delivery``
+        (``attempts``, ``max_attempts``, ``leased_until``). ``ack()`` what you handled,
+        ``nack()`` what you could not; an unacked lease runs out, the hub tells this
+        agent (a ``notice``) and queues the message again, until ``max_attempts`` make
+        it a dead letter. Two consumers of one inbox never lease the same message.
+        """
+        payload = {"max": int(max), "lease_sec": int(lease_sec)}
+        leased: list[dict[str, Any]] = self._call("POST", f"/v1/inbox/{quote(self.agent_id, safe='')}/lease", payload)
+        return leased
+
+    def ack(self, message_ids: int | Iterable[int]) -> int:
+        """Mark direct messages handled (their deliveries become ``acked``); returns how many moved."""
+        ids = [int(message_ids)] if isinstance(message_ids, int) else [int(i) for i in message_ids]
+        result: dict[str, Any] = self._call(
+            "POST", "/v1/deliveries/ack", {"agent_id": self.agent_id, "message_ids": ids}
+        )
+        return int(result["acked"])
+
+    def nack(self, message_id: int, *, reason: str = "", delay_sec: int = 0) -> dict[str, Any]:
+        """Give a leased message back: queued again after ``delay_sec``, or failed once its attempts are used up."""
+        payload = {"agent_id": self.agent_id, "message_id": int(message_id), "reason": reason, "delay_sec": delay_sec}
+        result: dict[str, Any] = self._call("POST", "/v1/deliveries/nack", payload)
+        return result
+
+    def deliveries(self, *, state: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        """This agent's delivery records (``state="failed"``: its dead letters), newest first."""
+        params = {"agent_id": self.agent_id, "limit": int(limit), **_present(state=state)}
+        rows: list[dict[str, Any]] = self._call("GET", "/v1/deliveries", params=params)
+        return rows
+
+    # ── delegation and asking ─────────────────────────────────────────────
+
+    def delegate(
+        self,
+        body: str,
+        *,
+        to_agent: str | None = None,
+        to_capability: str | None = None,
+        payload: Any = None,
+        ttl_sec: int | None = None,
+        thread_id: str | None = None,
+        wait: float | None = None,
+    ) -> dict[str, Any]:
+        """Hand a task to ``to_agent``, or to the least-loaded live agent with ``to_capability``.
+
+        Returns the ``task_request`` message (its ``id`` is the task id, ``to_agent`` the
+        assignee), or with ``wait=S`` the ``task_result`` that answers it within S seconds.
+        ``ttl_sec`` is the deadline: an unfinished task then times out and this agent is told.
+        Raises ``ArcError`` (409) when no live agent has the capability.
+        """
+        message: dict[str, Any] = {"from_agent": self.agent_id, "kind": "task_request", "body": body}
+        message.update(
+            _present(
+                to_agent=to_agent,
+                to_capability=to_capability,
+                ttl_sec=ttl_sec,
+                thread_id=thread_id,
+                metadata={"payload": payload} if payload is not None else None,
+            )
+        )
+        request = self._post_payload(message)
+        if wait is None:
+            return request
+        return self.await_result(int(request["id"]), timeout=wait)
+
+    def ask(
+        self,
+        body: str,
+        *,
+        channel: str | None = None,
+        to_capability: str | None = None,
+        max_replies: int = 5,
+        timeout: float = 30.0,
+        thread_id: str | None = None,
+    ) -> dict[str, Any]:
+        """Ask a room (default ``general``) or every live agent with ``to_capability``, and gather replies.
+
+        The hub answers when ``max_replies`` replies (messages with ``reply_to`` the
+        question) have arrived or ``timeout`` seconds (up to 300) have passed:
+        ``{"question", "question_ids", "asked", "replies", "complete"}``.
+        """
+        payload = {"from_agent": self.agent_id, "body": body, "max_replies": int(max_replies), "timeout": timeout}
+        payload.update(_present(channel=channel, to_capability=to_capability, thread_id=thread_id))
+        result: dict[str, Any] = self._call("POST", "/v1/ask", payload, wait=timeout)
+        return result
+
+    def gather(self, message_id: int, *, max_replies: int = 5, timeout: float = 30.0) -> list[dict[str, Any]]:
+        """Replies to message ``message_id``, waiting up to ``timeout`` s until ``max_replies`` have arrived."""
+        deadline = time.monotonic() + timeout
+        while True:
+            wait = min(max(deadline - time.monotonic(), 0.0), MAX_LONG_POLL_SEC)
+            params = {"max": int(max_replies), "timeout": f"{wait:.3f}"}
+            result: dict[str, Any] = self._call(
+                "GET", f"/v1/messages/{int(message_id)}/replies", params=params, wait=wait
+            )
+            replies: list[dict[str, Any]] = result["replies"]
+            if result["complete"] or time.monotonic() >= deadline:
+                return replies
 
 
 def _csv(value: str | Iterable[str] | None) -> str | None:

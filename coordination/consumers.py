@@ -7,8 +7,9 @@ errors become ``error`` frames and never close the socket.
 A registered socket follows its agent's feed (broadcasts plus its direct
 messages) with the same gap-free ``MessageFeed`` as ``/v1/stream``, in a task of
 its own: messages are pushed in id order as ``message``/``task``/``result``
-frames, subscribed state changes as ``event`` frames, and what was handed out is
-recorded as delivered. ``subscribe`` replaces that feed (rooms, event types,
+frames, subscribed state changes as ``event`` frames (and, unasked, a ``room`` event
+when a room it follows closes or reopens), and what was handed out is recorded as
+delivered. ``subscribe`` replaces that feed (rooms, event types,
 resume point) without a gap or a duplicate.
 
 Idle sockets: after ``ARC_WS_PING_SEC`` without a client frame the hub sends
@@ -93,6 +94,7 @@ class HubConsumer(AsyncWebsocketConsumer):
             "status": self._status,
             "broadcast": self._broadcast,
             "subscribe": self._subscribe,
+            "lease": self._lease,
             "ack": self._ack,
             "nack": self._nack,
             "heartbeat": self._heartbeat,
@@ -263,6 +265,10 @@ class HubConsumer(AsyncWebsocketConsumer):
             ),
         )
 
+    async def _lease(self, data: Frame, frame_id: FrameId) -> None:
+        leased = await database_sync_to_async(_inbox_lease)(self.agent_id, data)
+        await self._send(frames.reply("leased", frame_id, messages=leased))
+
     async def _ack(self, data: Frame, frame_id: FrameId) -> None:
         ids = sorted(set(data["message_ids"]))
         acked = await database_sync_to_async(services.delivery_ack)(agent_id=self.agent_id, message_ids=ids)
@@ -344,7 +350,11 @@ class HubConsumer(AsyncWebsocketConsumer):
                 await self._send(frames.message_frame(message, agent_id))
             who = self._who()
             for event in others:
-                if event.get("event") in subscription.types and who.may_see_event(event, agent_id):
+                # A room closing or reopening reaches the room's readers unasked (the feed passes
+                # room events only for rooms this socket follows); other events when subscribed.
+                if event.get("event") == "room" or (
+                    event.get("event") in subscription.types and who.may_see_event(event, agent_id)
+                ):
                     await self._send(frames.event_frame(event))
             marker.note(shown, cursor)
             self._resume_id = cursor
@@ -450,6 +460,13 @@ def _receipt(message: Message) -> tuple[dict[str, Any], dict[str, Any]]:
 
 def _message_post(data: Frame) -> tuple[dict[str, Any], dict[str, Any]]:
     return _receipt(services.message_post(**data))
+
+
+def _inbox_lease(agent_id: str, data: Frame) -> list[dict[str, Any]]:
+    leased = services.inbox_lease(
+        agent_id=agent_id, max_messages=data.get("max", 10), lease_sec=data.get("lease_sec", 60)
+    )
+    return [{**d.message.as_wire(), "delivery": d.as_wire()} for d in leased]
 
 
 def _task_delegate(agent_id: str, data: Frame) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:

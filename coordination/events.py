@@ -57,6 +57,7 @@ def publish_message(wire: dict[str, Any], *, prev_id: int) -> None:
         "to_agent": wire["to_agent"],
         "channel": wire["channel"],
         "thread_id": wire["thread_id"],
+        "reply_to": wire["reply_to"],
     }
     if len(json.dumps(wire, ensure_ascii=False)) <= MAX_INLINE_PAYLOAD:
         data["message"] = wire
@@ -105,7 +106,8 @@ class Route:
     """Which events a listener wants, so that the dispatcher calls it only for those.
 
     Messages: broadcasts in ``rooms`` (``None``: every room; empty: none) and direct
-    messages to ``agent_id``; ``every_message`` for all of them. Other events: by kind.
+    messages to ``agent_id``; ``every_message`` for all of them. Other events: by kind;
+    ``room`` events (a room closed or reopened) also reach the readers of that room.
     A listener still filters what it is handed; the route only spares it the rest,
     so a thousand idle readers of other rooms cost nothing per post.
     """
@@ -154,6 +156,12 @@ class _Routes:
                 found |= self.direct.get(str(to_agent), set())
         else:
             found |= self.kind.get(str(event.get("event")), set())
+            if event.get("event") == "room":
+                # A room closing or reopening reaches every reader of that room, whatever
+                # kinds it asked for: it tells them to stop waiting there (or to go on).
+                found |= self.every_message
+                found |= self.all_rooms
+                found |= self.room.get(str(event.get("channel")), set())
         return found
 
 

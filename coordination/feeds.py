@@ -10,8 +10,11 @@ missed nothing and uses the payload as is. Anything else (a lost event, another
 worker's post not yet seen, a payload too large to inline) makes the feed read
 the gap from the database.
 
-Other events (claims, locks, tasks, presence, deliveries, rooms) are passed
-through to readers that asked for them, best-effort and unordered.
+Other events (claims, locks, tasks, presence, deliveries) are passed through
+to readers that asked for them, best-effort and unordered. A ``room`` event (a
+room closed or reopened) reaches every reader that follows that room, asked for
+or not: it is how a reader learns to stop waiting there. It never moves the
+cursor, so it cannot cost a message.
 """
 
 from __future__ import annotations
@@ -51,6 +54,12 @@ class FeedFilter:
         if self.rooms and to_agent is None and m.get("channel") not in self.rooms:
             return False  # rooms narrow broadcasts; direct messages to the reader always pass
         return not (self.exclude_self and self.agent_id is not None and m.get("from_agent") == self.agent_id)
+
+    def follows_room(self, name: str) -> bool:
+        """Can broadcasts in room ``name`` reach this reader (its channel and rooms allow it)?"""
+        if self.channel is not None and self.channel != name:
+            return False
+        return not self.rooms or name in self.rooms
 
     def route(self, event_types: frozenset[str] = frozenset()) -> events.Route:
         """The events this reader can possibly want, for the dispatcher's index."""
@@ -105,6 +114,9 @@ class MessageFeed:
         if kind == "message":
             if self.filter.matches(event):
                 self._queue.put_nowait(event)
+        elif kind == "room":
+            if self.filter.follows_room(str(event.get("channel"))):
+                self._queue.put_nowait(event)
         elif kind in self.event_types:
             self._queue.put_nowait(event)
 
@@ -155,6 +167,11 @@ class MessageFeed:
             # A gap, or a payload left out: the database is the truth.
             messages.extend(await self.backlog())
         return messages, others
+
+
+def closes_room(event: dict[str, Any], name: str) -> bool:
+    """Is ``event`` the news that room ``name`` closed?"""
+    return event.get("event") == "room" and event.get("channel") == name and event.get("action") == "closed"
 
 
 def _read_after(flt: FeedFilter, cursor: int, limit: int) -> tuple[list[dict[str, Any]], int]:

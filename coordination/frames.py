@@ -123,7 +123,12 @@ class Ack(ArcSerializer):
 class Nack(ArcSerializer):
     message_id = Id(required=True, allow_null=False)
     reason = Text(max_length=2000)
-    delay_sec = serializers.IntegerField(required=False, allow_null=True, min_value=0, max_value=7 * 24 * 3600)
+    delay_sec = serializers.IntegerField(required=False, allow_null=True, min_value=0, max_value=3600)
+
+
+class Lease(ArcSerializer):
+    max = serializers.IntegerField(required=False, allow_null=True, min_value=1, max_value=100)
+    lease_sec = serializers.IntegerField(required=False, allow_null=True, min_value=5, max_value=3600)
 
 
 class Empty(ArcSerializer):
@@ -141,6 +146,7 @@ CLIENT_FRAMES: dict[str, tuple[type[ArcSerializer], bool]] = {
     "status": (Status, False),
     "broadcast": (Broadcast, True),
     "subscribe": (Subscribe, True),
+    "lease": (Lease, True),
     "ack": (Ack, True),
     "nack": (Nack, True),
     "heartbeat": (Empty, False),

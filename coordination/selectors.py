@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
+from collections.abc import Iterable
 from typing import Any
 
 from django.conf import settings
@@ -14,7 +15,7 @@ from django.db import connection
 from django.db.models import Max, Q, QuerySet
 from django.utils import timezone
 
-from coordination.errors import NotFound
+from coordination.errors import Invalid, NotFound
 from coordination.models import AgentKey, Claim, Delivery, FeedCursor, Lock, Message, Room, Session, Task, iso
 
 
@@ -158,6 +159,29 @@ def message_status(message: Message) -> dict[str, Any]:
 
 def inbox(*, agent_id: str, since_id: int = 0, limit: int = 100) -> list[Message]:
     return list(Message.objects.filter(to_agent=agent_id, id__gt=since_id).order_by("id")[:limit])
+
+
+def replies_to(question_ids: Iterable[int], *, limit: int) -> list[dict[str, Any]]:
+    """Replies (``reply_to``) to any of these messages, oldest first, as wire dicts."""
+    rows = Message.objects.filter(reply_to__in=list(question_ids)).order_by("id")[:limit]
+    return [m.as_wire() for m in rows]
+
+
+def deliveries_list(*, agent_id: str | None = None, state: str | None = None, limit: int = 100) -> list[Delivery]:
+    """Delivery records, newest message first; ``state="failed"`` lists the dead letters."""
+    if state is not None and state not in Delivery.State.values:
+        raise Invalid(f"state must be one of {', '.join(Delivery.State.values)}")
+    rows = Delivery.objects.select_related("message")
+    if agent_id:
+        rows = rows.filter(agent_id=agent_id)
+    if state:
+        rows = rows.filter(state=state)
+    return list(rows.order_by("-message_id", "agent_id")[:limit])
+
+
+def delivery_wire(delivery: Delivery) -> dict[str, Any]:
+    """A delivery as the wire shows it: the record plus its message."""
+    return {**delivery.as_wire(), "message": delivery.message.as_wire()}
 
 
 def bootstrap(*, agent_id: str) -> dict[str, Any]:

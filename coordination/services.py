@@ -24,7 +24,8 @@ from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Count, Max, Q
+from django.db.models import Count, F, Max, Q, Value
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from coordination import events, selectors
@@ -246,6 +247,79 @@ def rooms_ensure_defaults() -> None:
         Room.objects.get_or_create(name=name, defaults={"created_by": SYSTEM_AGENT})
 
 
+# ``direct`` holds direct messages, which are not room posts and which a close does not stop:
+# a closed ``direct`` would tell its readers to stop waiting for messages that still come.
+UNCLOSABLE_ROOMS = frozenset({"direct"})
+
+
+def room_close(*, name: str, actor: str) -> tuple[Room, bool]:
+    """Close room ``name``: posts to it get ``Conflict`` (409) until it is reopened.
+
+    Returns ``(room, changed)``; closing a closed room changes and announces nothing,
+    and of concurrent closes exactly one announces: a notice in the room saying who
+    closed it, then a ``room`` event that wakes the room's waiting readers. Direct
+    messages are not room posts and keep working. ``direct`` cannot be closed.
+    """
+    if (name or "").strip() in UNCLOSABLE_ROOMS:
+        raise Invalid(f"the {name} room cannot be closed: it carries direct messages, which a close does not stop")
+    return _room_set_closed(name=name, actor=actor, closed=True)
+
+
+def room_reopen(*, name: str, actor: str) -> tuple[Room, bool]:
+    """Reopen room ``name``: posts are accepted again. ``(room, changed)``, as ``room_close``."""
+    return _room_set_closed(name=name, actor=actor, closed=False)
+
+
+def _room_set_closed(*, name: str, actor: str, closed: bool) -> tuple[Room, bool]:
+    name, actor = _required(name, "name"), _required(actor, "actor")
+    verb = "closed" if closed else "reopened"
+    with transaction.atomic():
+        # The row count picks the one caller that changes the state; only it announces.
+        changed = Room.objects.filter(pk=name, closed_at__isnull=closed).update(
+            closed_at=timezone.now() if closed else None, closed_by=actor if closed else None
+        )
+        room = Room.objects.filter(pk=name).first()
+        if room is None:
+            raise NotFound("channel not found")
+        if changed:
+            # Posted after the change, as a hub notice (which a closed room lets in), in the same
+            # transaction: nobody sees the room closed without its notice, or the notice twice.
+            # Posts check the room under the message-order lock this notice takes too, so every
+            # post that found the room open comes before the notice and none after: a reader
+            # that stops at the notice has missed nothing.
+            message_post(
+                from_agent=SYSTEM_AGENT,
+                channel=name,
+                kind=Message.Kind.NOTICE,
+                body=f"{actor} closed this room: posts to it are refused until an admin reopens it."
+                if closed
+                else f"{actor} reopened this room: posts are accepted again.",
+                metadata={"room_action": verb, "room": name, "by": actor},
+                touch=False,
+            )
+            events.publish("room", {"action": verb, "channel": name, "by": actor, "room": room.as_wire()})
+    return room, bool(changed)
+
+
+def _room_check_open(name: str, *, from_agent: str, touch: bool) -> None:
+    """Refuse a post into a closed room (``Conflict``); call it under the message-order lock.
+
+    Read from the database on every post, never cached: another process may have
+    closed the room a moment ago. The hub's own notices (as ``system`` with
+    ``touch=False``, which no edge can send) still go in: housekeeping (recovered
+    claims, task rollups, shutdown, the close notice itself) must not fail because
+    a room was closed.
+    """
+    if from_agent == SYSTEM_AGENT and not touch:
+        return
+    state = Room.objects.filter(pk=name).values_list("closed_at", "closed_by").first()
+    if state is not None and state[0] is not None:
+        raise Conflict(
+            f"channel {name} is closed (by {state[1] or 'an admin'}): posts to it are refused until an admin "
+            f"reopens it (POST /v1/channels/{name}/reopen); direct messages still work"
+        )
+
+
 # ── Messages ──────────────────────────────────────────────────────────────
 
 
@@ -264,17 +338,31 @@ def message_post(
     priority: str = Message.Priority.NORMAL,
     ttl_sec: int | None = None,
     expects_reply: str = "none",
+    to_capability: str | None = None,
+    max_attempts: int | None = None,
     touch: bool = True,
+    queue: bool = True,
 ) -> Message:
     """Post a message and apply its side effects in one transaction.
 
     ``task``/``task_request`` messages register a task (optionally under
-    ``parent_task_id``); a ``task_result`` replying to an unfinished task finishes
-    it (``metadata.success: false`` fails it); the sender's presence is refreshed.
+    ``parent_task_id``); a ``task_request`` may name ``to_capability`` instead of
+    ``to_agent`` and the hub picks the assignee (``_pick_assignee``); a
+    ``task_result`` replying to an unfinished task finishes it (``metadata.success:
+    false`` fails it); the sender's presence is refreshed. A direct message gets a
+    delivery record (``max_attempts`` for its work queue) unless ``queue`` is false.
     """
     from_agent = _required(from_agent, "from_agent")
     to_agent = (to_agent.strip() or None) if to_agent is not None else None
-    room = (channel or ("direct" if to_agent else "general")).strip()
+    if max_attempts is not None and not 1 <= max_attempts <= MAX_DELIVERY_ATTEMPTS:
+        raise Invalid(f"max_attempts must be between 1 and {MAX_DELIVERY_ATTEMPTS}")
+    if to_capability is not None:
+        to_capability = _required(to_capability, "to_capability")
+        if to_agent is not None:
+            raise Invalid("give to_agent or to_capability, not both")
+        if (kind or "").strip().lower() != Message.Kind.TASK_REQUEST:
+            raise Invalid("to_capability is for task_request messages (delegation by capability)")
+    room = (channel or ("direct" if to_agent or to_capability else "general")).strip()
     if not room:
         raise Invalid("channel must be non-empty")
     kind = (kind or "chat").strip().lower()
@@ -293,6 +381,9 @@ def message_post(
     meta = dict(metadata or {})
 
     with transaction.atomic():
+        if to_capability is not None:
+            to_agent = _pick_assignee(to_capability, exclude=from_agent)
+            meta["to_capability"] = to_capability
         if to_agent is None and not _room_exists(room):
             raise Invalid(f"channel does not exist: {room}")
         parent = None
@@ -304,6 +395,8 @@ def message_post(
         if finishes is not None:
             meta["task_completed" if finishes[1] else "task_failed"] = finishes[0].task_id
         _serialize_on(_MESSAGE_ORDER_LOCK)
+        if to_agent is None:
+            _room_check_open(room, from_agent=from_agent, touch=touch)
         prev_id = selectors.message_newest_id()
         now = timezone.now()
         message = Message.objects.create(
@@ -323,8 +416,8 @@ def message_post(
         )
         # Announced in id order, before anything this post causes (task rollup notices).
         events.publish_message(message.as_wire(), prev_id=prev_id)
-        if to_agent is not None:
-            _delivery_create(message)
+        if to_agent is not None and queue:
+            _delivery_create(message, max_attempts=max_attempts or DEFAULT_DELIVERY_ATTEMPTS)
         if kind in (Message.Kind.TASK, Message.Kind.TASK_REQUEST):
             task = Task.objects.create(
                 task_id=message.id,
@@ -351,14 +444,17 @@ def message_post(
 
 
 PRIORITY_RANK = {"low": 0, "normal": 1, "high": 2, "critical": 3}
+DEFAULT_DELIVERY_ATTEMPTS = 5
+MAX_DELIVERY_ATTEMPTS = 100
 
 
-def _delivery_create(message: Message) -> Delivery:
+def _delivery_create(message: Message, *, max_attempts: int) -> Delivery:
     assert message.to_agent is not None
     return Delivery.objects.create(
         message=message,
         agent_id=message.to_agent,
         priority=PRIORITY_RANK[message.priority],
+        max_attempts=max_attempts,
         created_at=message.ts,
         available_at=message.ts,
         expires_at=message.expires_at,
@@ -591,8 +687,13 @@ def _lease_acquire(
     with transaction.atomic():
         rows = model.objects.filter(pk=key)
         action: str | None = None
+        _lease_tell_expired(model, key, owner_field, now, taker=owner)  # the holder hears first (SPEC 2)
         if rows.filter(Q(released_at__isnull=False) | Q(expires_at__lt=now)).update(
-            **{owner_field: owner, started_field: now}, expires_at=expires_at, released_at=None, **values
+            **{owner_field: owner, started_field: now},
+            expires_at=expires_at,
+            released_at=None,
+            expiry_noticed_at=None,
+            **values,
         ):
             action = "acquired"  # took over a released or expired lease
         elif rows.filter(**{owner_field: owner}, released_at__isnull=True, expires_at__gte=now).update(
@@ -639,6 +740,48 @@ def _lease_release(model: type[Claim] | type[Lock], key: str, owner_field: str, 
         if released and lease is not None:
             _lease_event(lease, "released")
         return lease
+
+
+def leases_tell_expired() -> int:
+    """Tell each holder whose claim or lock ran out (a direct ``notice`` and an ``expired``
+    event), once. Run by the sweeper; a taker tells the holder itself before taking over
+    (``_lease_acquire``), so the holder always hears before anyone else wins it."""
+    now = timezone.now()
+    told = 0
+    for model, owner_field in ((Claim, "owner_agent_id"), (Lock, "agent_id")):
+        lapsed = model.objects.filter(released_at__isnull=True, expires_at__lt=now, expiry_noticed_at__isnull=True)
+        for key in list(lapsed.values_list("pk", flat=True)):
+            with transaction.atomic():
+                told += _lease_tell_expired(model, key, owner_field, now)
+    return told
+
+
+def _lease_tell_expired(
+    model: type[Claim] | type[Lock], key: str, owner_field: str, now: datetime, *, taker: str | None = None
+) -> bool:
+    """If the lease ``key`` ran out and its holder was not told yet, tell it (a conditional
+    update marks it told, so concurrent sweepers and takers tell once). A holder taking
+    back its own lapsed lease needs no notice."""
+    lapsed = model.objects.filter(pk=key, released_at__isnull=True, expires_at__lt=now, expiry_noticed_at__isnull=True)
+    lease = lapsed.first()
+    if lease is None or getattr(lease, owner_field) == taker:
+        return False
+    if not lapsed.filter(**{owner_field: getattr(lease, owner_field)}).update(expiry_noticed_at=now):
+        return False
+    holder = getattr(lease, owner_field)
+    noun, what = ("claim", f"claim {key}") if isinstance(lease, Claim) else ("lock", f"lock on {key}")
+    expired_at = lease.as_wire()["expires_at"]
+    _lease_event(lease, "expired")
+    message_post(
+        from_agent=SYSTEM_AGENT,
+        to_agent=holder,
+        kind=Message.Kind.NOTICE,
+        body=f"Your {what} expired at {expired_at} and others may take it now; acquire it again if you still need it.",
+        thread_id=getattr(lease, "thread_id", None),
+        metadata={f"{noun}_expired": key, "expired_at": expired_at},
+        touch=False,
+    )
+    return True
 
 
 def _lease_event(lease: Claim | Lock, action: str, **extra: Any) -> None:
@@ -826,16 +969,13 @@ def task_delegate(
     """
     if (to_agent is None) == (to_capability is None):
         raise Invalid("give exactly one of to_agent or to_capability")
-    if to_capability is not None:
-        to_agent = _pick_assignee(to_capability, exclude=from_agent)
     metadata: dict[str, Any] = {}
     if payload is not None:
         metadata["payload"] = payload
-    if to_capability is not None:
-        metadata["to_capability"] = to_capability
     return message_post(
         from_agent=from_agent,
         to_agent=to_agent,
+        to_capability=to_capability,
         channel=channel,
         kind=Message.Kind.TASK_REQUEST,
         body=body,
@@ -845,14 +985,22 @@ def task_delegate(
     )
 
 
-def _pick_assignee(capability: str, *, exclude: str) -> str:
-    live = [
-        s.agent_id
-        for s in Session.objects.live(settings.ARC_PRESENCE_TTL_SEC).exclude(agent_id=exclude)
-        if capability in (s.capabilities or [])
-    ]
+def _live_with_capability(capability: str, *, exclude: str) -> list[str]:
+    """Live agents (other than ``exclude``) that declared ``capability``; ``Conflict`` if none."""
+    live = sorted(
+        {
+            s.agent_id
+            for s in Session.objects.live(settings.ARC_PRESENCE_TTL_SEC).exclude(agent_id=exclude)
+            if capability in (s.capabilities or [])
+        }
+    )
     if not live:
         raise Conflict(f"no live agent has the capability {capability!r}")
+    return live
+
+
+def _pick_assignee(capability: str, *, exclude: str) -> str:
+    live = _live_with_capability(capability, exclude=exclude)
     load = {
         row["assignee"]: (row["open"], row["last"])
         for row in Task.objects.filter(assignee__in=live)
@@ -860,9 +1008,7 @@ def _pick_assignee(capability: str, *, exclude: str) -> str:
         .annotate(open=Count("task_id", filter=Q(status__in=Task.UNFINISHED)), last=Max("created_at"))
     }
     never = timezone.now() - timedelta(days=36500)
-    return min(
-        sorted(live), key=lambda agent: (load.get(agent, (0, never))[0], load.get(agent, (0, never))[1] or never)
-    )
+    return min(live, key=lambda agent: (load.get(agent, (0, never))[0], load.get(agent, (0, never))[1] or never))
 
 
 def task_result(*, from_agent: str, task_id: int, success: bool = True, body: str = "", payload: Any = None) -> Message:
@@ -885,33 +1031,137 @@ def task_result(*, from_agent: str, task_id: int, success: bool = True, body: st
     )
 
 
+# ── Reliable direct delivery (a work queue per recipient) ──────────────────
+#
+# queued/delivered ──lease──▶ leased ──ack──▶ acked
+#        ▲                      │
+#        └──nack, lease expiry──┘──(attempts used up)──▶ failed (a dead letter)
+# Past the message's ttl_sec any unfinished delivery becomes expired.
+# ``delivered`` only says a poll, stream or socket showed the message; it stays
+# pending for the work queue until acked. Each lease is one attempt.
+
+PENDING_DELIVERY = (Delivery.State.QUEUED, Delivery.State.DELIVERED)
+OPEN_DELIVERY = (Delivery.State.QUEUED, Delivery.State.DELIVERED, Delivery.State.LEASED)
+MAX_LEASE_BATCH = 100
+MAX_LEASE_SEC = 3600
+
+
+def inbox_lease(*, agent_id: str, max_messages: int = 10, lease_sec: int = 60) -> list[Delivery]:
+    """Lease up to ``max_messages`` of ``agent_id``'s pending direct messages for ``lease_sec``.
+
+    Highest priority first, then oldest. Each lease counts as one attempt. Two
+    consumers leasing at once never get the same message: on PostgreSQL the
+    candidate rows are locked and others skip them (``SKIP LOCKED``); SQLite has one
+    writer at a time. Expired leases and deliveries past their ``ttl_sec`` of this
+    agent are settled first, so the order is always the current one.
+    """
+    agent_id = _required(agent_id, "agent_id")
+    if not 1 <= max_messages <= MAX_LEASE_BATCH:
+        raise Invalid(f"max must be between 1 and {MAX_LEASE_BATCH}")
+    if not MIN_TTL_SEC <= lease_sec <= MAX_LEASE_SEC:
+        raise Invalid(f"lease_sec must be between {MIN_TTL_SEC} and {MAX_LEASE_SEC}")
+    deliveries_settle(agent_id=agent_id)
+    now = timezone.now()
+    with transaction.atomic():
+        candidates = (
+            Delivery.objects.filter(agent_id=agent_id, state__in=PENDING_DELIVERY, available_at__lte=now)
+            .filter(Q(expires_at__isnull=True) | Q(expires_at__gt=now))
+            .order_by("-priority", "message_id")
+        )
+        if connection.vendor == "postgresql":
+            candidates = candidates.select_for_update(skip_locked=True)
+        picked = list(candidates.values_list("pk", flat=True)[:max_messages])
+        if not picked:
+            return []
+        Delivery.objects.filter(pk__in=picked, state__in=PENDING_DELIVERY).update(
+            state=Delivery.State.LEASED,
+            leased_until=now + timedelta(seconds=lease_sec),
+            attempts=F("attempts") + 1,
+            delivered_at=Coalesce("delivered_at", Value(now)),
+        )
+        leased = list(
+            Delivery.objects.select_related("message").filter(pk__in=picked).order_by("-priority", "message_id")
+        )
+        events.publish(
+            "delivery", {"agent_id": agent_id, "state": "leased", "message_ids": [d.message_id for d in leased]}
+        )
+    session_touch(agent_id=agent_id)
+    return leased
+
+
+def ask_post(
+    *,
+    from_agent: str,
+    body: str,
+    channel: str | None = None,
+    to_capability: str | None = None,
+    max_replies: int = 5,
+    timeout_sec: float = 30.0,
+    thread_id: str | None = None,
+    metadata: dict[str, Any] | None = None,
+    expects_reply: str = "none",
+) -> list[Message]:
+    """Post a question for ``POST /v1/ask``; returns the question messages whose replies to gather.
+
+    To a room (``channel``, default ``general``): one message there. To a capability: a
+    direct message to each live agent that declared it (never the asker), ``Conflict``
+    when there is none. Each carries ``metadata.ask`` (how many replies are wanted and
+    until when), so answering agents know a reply is expected.
+    """
+    if channel is not None and to_capability is not None:
+        raise Invalid("give channel or to_capability, not both")
+    deadline = timezone.now() + timedelta(seconds=timeout_sec)
+    meta = {**(metadata or {}), "ask": {"max_replies": max_replies, "until": deadline.isoformat()}}
+    common: dict[str, Any] = {"from_agent": from_agent, "body": body, "thread_id": thread_id, "metadata": meta}
+    with transaction.atomic():
+        if to_capability is None:
+            return [message_post(channel=channel or "general", expects_reply=expects_reply, **common)]
+        to_capability = _required(to_capability, "to_capability")
+        askees = _live_with_capability(to_capability, exclude=from_agent)
+        meta["to_capability"] = to_capability
+        return [message_post(to_agent=agent, expects_reply=agent, **common) for agent in askees]
+
+
 def delivery_ack(*, agent_id: str, message_ids: Iterable[int]) -> int:
-    """The recipient has handled these direct messages: their deliveries become ``acked``."""
+    """The recipient has handled these direct messages: their deliveries become ``acked``.
+
+    Acking a delivery that is queued, delivered or leased (even past its lease, if
+    nobody has taken it since) is accepted; acked, failed and expired ones are left
+    as they are. Returns how many moved.
+    """
     now = timezone.now()
     ids = sorted(set(message_ids))
     with transaction.atomic():
-        acked = Delivery.objects.filter(
-            agent_id=agent_id,
-            message_id__in=ids,
-            state__in=(Delivery.State.QUEUED, Delivery.State.DELIVERED, Delivery.State.LEASED),
-        ).update(state=Delivery.State.ACKED, acked_at=now, leased_until=None)
+        moved = list(
+            Delivery.objects.filter(agent_id=agent_id, message_id__in=ids, state__in=OPEN_DELIVERY).values_list(
+                "message_id", flat=True
+            )
+        )
+        acked = Delivery.objects.filter(agent_id=agent_id, message_id__in=moved, state__in=OPEN_DELIVERY).update(
+            state=Delivery.State.ACKED, acked_at=now, leased_until=None
+        )
         if acked:
-            events.publish("delivery", {"agent_id": agent_id, "state": "acked", "message_ids": ids})
+            events.publish("delivery", {"agent_id": agent_id, "state": "acked", "message_ids": sorted(moved)})
     return acked
 
 
 def delivery_nack(*, agent_id: str, message_id: int, reason: str = "", delay_sec: int = 0) -> Delivery:
     """The recipient could not handle a direct message now: queue it again after ``delay_sec``,
-    or mark it ``failed`` (a dead letter) once it has used its ``max_attempts``."""
-    if delay_sec < 0:
-        raise Invalid("delay_sec must be >= 0")
+    or mark it ``failed`` (a dead letter) once it has used its ``max_attempts``.
+
+    A leased delivery already counted its attempt when it was leased; nacking one
+    that was never leased counts one now.
+    """
+    if not 0 <= delay_sec <= MAX_LEASE_SEC:
+        raise Invalid(f"delay_sec must be between 0 and {MAX_LEASE_SEC}")
     with transaction.atomic():
         delivery = Delivery.objects.select_for_update().filter(agent_id=agent_id, message_id=message_id).first()
         if delivery is None:
             raise NotFound(f"no delivery of message {message_id} to {agent_id}")
-        if delivery.state in (Delivery.State.ACKED, Delivery.State.FAILED, Delivery.State.EXPIRED):
+        if delivery.state not in OPEN_DELIVERY:
             raise Conflict(f"the delivery is {delivery.state}; only queued, delivered or leased ones can be nacked")
-        delivery.attempts += 1
+        if delivery.state != Delivery.State.LEASED:
+            delivery.attempts += 1
         delivery.last_error = reason or None
         delivery.leased_until = None
         if delivery.attempts >= delivery.max_attempts:
@@ -920,8 +1170,83 @@ def delivery_nack(*, agent_id: str, message_id: int, reason: str = "", delay_sec
             delivery.state = Delivery.State.QUEUED
             delivery.available_at = timezone.now() + timedelta(seconds=delay_sec)
         delivery.save(update_fields=["attempts", "last_error", "leased_until", "state", "available_at"])
-        events.publish("delivery", {"agent_id": agent_id, "state": delivery.state, "message_ids": [message_id]})
+        events.publish(
+            "delivery",
+            {"agent_id": agent_id, "state": delivery.state, "message_ids": [message_id], "reason": reason or None},
+        )
     return delivery
+
+
+def deliveries_retry(*, message_ids: Iterable[int], agent_id: str | None = None) -> int:
+    """Put dead letters (``failed`` deliveries) back in their queues with fresh attempts (admin)."""
+    ids = sorted(set(message_ids))
+    if not ids:
+        raise Invalid("message_ids must list at least one message id")
+    with transaction.atomic():
+        rows = Delivery.objects.filter(message_id__in=ids, state=Delivery.State.FAILED)
+        if agent_id:
+            rows = rows.filter(agent_id=agent_id)
+        retried = list(rows.values_list("agent_id", "message_id"))
+        Delivery.objects.filter(pk__in=rows.values("pk")).update(
+            state=Delivery.State.QUEUED, attempts=0, available_at=timezone.now(), leased_until=None
+        )
+        by_agent: dict[str, list[int]] = {}
+        for agent, message_id in retried:
+            by_agent.setdefault(agent, []).append(message_id)
+        for agent, moved in sorted(by_agent.items()):
+            events.publish("delivery", {"agent_id": agent, "state": "queued", "message_ids": moved, "retried": True})
+    return len(retried)
+
+
+def deliveries_settle(*, agent_id: str | None = None) -> tuple[int, int]:
+    """Settle what time has decided: expired leases go back to the queue (or to the dead
+    letters once their attempts are used up), and the holder is told at once; deliveries
+    past their message's ``ttl_sec`` become ``expired``. Returns ``(leases_ended, expired)``.
+
+    Run by the sweeper for everyone and before each lease for that agent. Conditional
+    updates, so sweeping processes never settle (or announce) one delivery twice.
+    """
+    now = timezone.now()
+    scope = Delivery.objects.all() if agent_id is None else Delivery.objects.filter(agent_id=agent_id)
+    expired_ids = list(
+        scope.filter(state__in=OPEN_DELIVERY, expires_at__lte=now).values_list("pk", "agent_id", "message_id")
+    )
+    if expired_ids:
+        with transaction.atomic():
+            Delivery.objects.filter(pk__in=[pk for pk, _, _ in expired_ids], state__in=OPEN_DELIVERY).update(
+                state=Delivery.State.EXPIRED, leased_until=None
+            )
+            by_agent: dict[str, list[int]] = {}
+            for _, agent, message_id in expired_ids:
+                by_agent.setdefault(agent, []).append(message_id)
+            for agent, moved in sorted(by_agent.items()):
+                events.publish("delivery", {"agent_id": agent, "state": "expired", "message_ids": moved})
+    ended = 0
+    for delivery in scope.filter(state=Delivery.State.LEASED, leased_until__lt=now):
+        with transaction.atomic():
+            spent = delivery.attempts >= delivery.max_attempts
+            state = Delivery.State.FAILED if spent else Delivery.State.QUEUED
+            if not Delivery.objects.filter(pk=delivery.pk, state=Delivery.State.LEASED, leased_until__lt=now).update(
+                state=state, leased_until=None, available_at=now, last_error="lease expired before an ack"
+            ):
+                continue
+            ended += 1
+            events.publish(
+                "delivery", {"agent_id": delivery.agent_id, "state": state, "message_ids": [delivery.message_id]}
+            )
+            then = "it is a dead letter now" if spent else "it is queued again for the next lease"
+            message_post(
+                from_agent=SYSTEM_AGENT,
+                to_agent=delivery.agent_id,
+                kind=Message.Kind.NOTICE,
+                body=f"Your lease on message {delivery.message_id} expired before an ack "
+                f"(attempt {delivery.attempts} of {delivery.max_attempts}); {then}.",
+                reply_to=delivery.message_id,
+                metadata={"lease_expired": delivery.message_id, "state": state, "attempts": delivery.attempts},
+                touch=False,
+                queue=False,  # a notice about the queue is not itself queued work
+            )
+    return ended, len(expired_ids)
 
 
 # ── Hub-wide state ────────────────────────────────────────────────────────

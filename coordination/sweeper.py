@@ -1,7 +1,9 @@
 """The hub's housekeeping loop, run inside every serving process (no cron).
 
 It expires stale sessions (releasing their claims and locks with recovery
-notices) and times out overdue tasks (telling their requesters), at least every 30 s. Every step is a conditional update, so several processes sweeping one
+notices), tells holders whose claims, locks and delivery leases ran out, expires
+deliveries past their ttl and times out overdue tasks (telling their requesters),
+every 5 s (sooner when ``ARC_PRESENCE_TTL_SEC`` is small). Every step is a conditional update, so several processes sweeping one
 database never do the same work twice.
 """
 
@@ -20,7 +22,8 @@ log = logging.getLogger("arc.sweeper")
 
 class Sweeper:
     def __init__(self, interval_sec: float | None = None) -> None:
-        self.interval_sec = interval_sec or max(1.0, min(30.0, settings.ARC_PRESENCE_TTL_SEC / 3))
+        # Every few seconds: expiry notices should reach holders soon after the fact.
+        self.interval_sec = interval_sec or max(1.0, min(5.0, settings.ARC_PRESENCE_TTL_SEC / 3))
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="arc-sweeper", daemon=True)
 
@@ -33,6 +36,8 @@ class Sweeper:
 
     def sweep_once(self) -> None:
         services.sessions_prune_expired()
+        services.leases_tell_expired()
+        services.deliveries_settle()
         services.tasks_time_out()
 
     def _run(self) -> None:

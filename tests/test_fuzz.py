@@ -107,6 +107,14 @@ PLAUSIBLE: dict[str, st.SearchStrategy[Any]] = {
     "expects_reply": st.sampled_from(["none", "anyone", "alice", ""]),
     "allow_remote": st.booleans(),
     "replace": st.booleans(),
+    "to_capability": st.sampled_from(["code", "review", "", " "]),
+    "max_attempts": st.integers(min_value=-2, max_value=200),
+    "max": st.integers(min_value=-2, max_value=200),
+    "lease_sec": st.integers(min_value=-2, max_value=10**6),
+    "delay_sec": st.integers(min_value=-2, max_value=10**6),
+    "message_id": st.integers(min_value=-5, max_value=50),
+    "message_ids": st.lists(st.integers(min_value=-5, max_value=2**70), max_size=5),
+    "max_replies": st.integers(min_value=-2, max_value=200),
 }
 
 # Every POST endpoint and the fields it reads.
@@ -127,6 +135,8 @@ POST_FIELDS: dict[str, list[str]] = {
         "priority",
         "ttl_sec",
         "expects_reply",
+        "to_capability",
+        "max_attempts",
     ],
     "/v1/claims": ["owner_agent_id", "claim_key", "task_message_id", "thread_id", "ttl_sec", "metadata"],
     "/v1/claims/refresh": ["claim_key", "owner_agent_id", "ttl_sec"],
@@ -138,6 +148,10 @@ POST_FIELDS: dict[str, list[str]] = {
     "/v1/tasks/1/start": [],
     "/v1/tasks/1/fail": ["reason"],
     "/v1/messages/1/reply-claim": ["agent_id"],
+    "/v1/inbox/alice/lease": ["max", "lease_sec"],
+    "/v1/deliveries/ack": ["agent_id", "message_ids"],
+    "/v1/deliveries/nack": ["agent_id", "message_id", "reason", "delay_sec"],
+    "/v1/deliveries/retry": ["agent_id", "message_ids"],
     "/v1/network": ["allow_remote"],
     "/v1/shutdown": ["delay_sec"],
     "/v1/shutdown/cancel": [],
@@ -159,6 +173,9 @@ GET_PARAMS: dict[str, list[str]] = {
     "/v1/network": [],
     "/v1/shutdown": [],
     "/v1/stats": [],
+    "/v1/deliveries": ["agent_id", "state", "limit"],
+    "/v1/messages/1/replies": ["max", "timeout"],
+    "/v1/search": ["q", "channel", "from_agent", "limit"],
 }
 
 
@@ -177,6 +194,10 @@ VALID: dict[str, dict[str, Any]] = {
     "/v1/tasks/1/start": {},
     "/v1/tasks/1/fail": {"reason": "red"},
     "/v1/messages/1/reply-claim": {"agent_id": "alice"},
+    "/v1/inbox/alice/lease": {"max": 5, "lease_sec": 30},
+    "/v1/deliveries/ack": {"agent_id": "alice", "message_ids": [1]},
+    "/v1/deliveries/nack": {"agent_id": "alice", "message_id": 1, "delay_sec": 0},
+    "/v1/deliveries/retry": {"message_ids": [1]},
     "/v1/network": {},
     "/v1/shutdown": {"delay_sec": 3600},
     "/v1/shutdown/cancel": {},
@@ -339,6 +360,25 @@ def test_no_task_result_or_subtask_gets_a_5xx_once_tasks_exist(personas):
     fuzz()
 
 
+def test_no_ask_gets_a_5xx(personas):
+    # Every fuzzed ask waits 0 s: the gathering wait itself is tested in test_ask_gather.
+    fields = ["from_agent", "body", "channel", "to_capability", "max_replies", "thread_id", "metadata", "expects_reply"]
+
+    def no_wait(body: bytes) -> bytes:
+        try:
+            value = json.loads(body)
+        except ValueError:
+            return body
+        return json.dumps({**value, "timeout": 0}).encode() if isinstance(value, dict) else body
+
+    @FUZZ
+    @given(who=NON_ADMIN, body=bodies(fields, {"from_agent": "alice", "body": "who is free?"}).map(no_wait))
+    def fuzz(who: str, body: bytes) -> None:
+        send_post(personas, who, "/v1/ask", body)
+
+    fuzz()
+
+
 # ── Query strings and ids in paths ────────────────────────────────────────
 
 
@@ -367,6 +407,8 @@ PATH_IDS = st.one_of(
         ("post", "/v1/tasks/{}/start"),
         ("post", "/v1/tasks/{}/fail"),
         ("post", "/v1/messages/{}/reply-claim"),
+        ("get", "/v1/messages/{}/replies"),
+        ("post", "/v1/inbox/{}/lease"),
         ("get", "/v1/threads/{}"),
         ("get", "/v1/inbox/{}"),
         ("delete", "/v1/sessions/{}"),

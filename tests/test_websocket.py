@@ -510,6 +510,21 @@ async def test_nack_queues_the_message_again() -> None:
     await bob.close()
 
 
+async def test_lease_takes_the_next_direct_messages_by_priority() -> None:
+    bob = await _connect("bob")
+    routine = await post(from_agent="alice", to_agent="bob", body="routine")
+    urgent = await post(from_agent="alice", to_agent="bob", body="urgent", priority="high")
+
+    frame = await bob.call("lease", max=5, lease_sec=30)
+
+    assert frame["type"] == "leased"
+    assert [m["id"] for m in frame["messages"]] == [urgent["id"], routine["id"]]
+    assert {m["delivery"]["state"] for m in frame["messages"]} == {"leased"}
+    assert (await bob.call("lease"))["messages"] == []  # nothing leased twice
+    assert (await bob.call("lease", max=0))["code"] == "invalid"
+    await bob.close()
+
+
 # ── Bad frames: an error frame each, and the socket stays open ────────────
 
 

@@ -140,6 +140,50 @@ class MessagePost(ArcSerializer):
     priority = Text(max_length=16)
     ttl_sec = serializers.IntegerField(required=False, allow_null=True, min_value=1, max_value=10 * 365 * 24 * 3600)
     expects_reply = Text(max_length=200)
+    to_capability = Text(max_length=200)
+    max_attempts = serializers.IntegerField(required=False, allow_null=True, min_value=1, max_value=100)
+
+
+class Ask(ArcSerializer):
+    from_agent = Text(required=True, max_length=200)
+    body = serializers.CharField(required=True, allow_blank=False, trim_whitespace=False)
+    channel = Text(max_length=200)
+    to_capability = Text(max_length=200)
+    max_replies = serializers.IntegerField(required=False, allow_null=True, min_value=1, max_value=100)
+    timeout = serializers.FloatField(required=False, allow_null=True, min_value=0, max_value=300)
+    thread_id = Text(max_length=200, trim_whitespace=False)
+    metadata = Object()
+    expects_reply = Text(max_length=200)
+
+
+class InboxLease(ArcSerializer):
+    max = serializers.IntegerField(required=False, allow_null=True, min_value=1, max_value=100)
+    lease_sec = serializers.IntegerField(required=False, allow_null=True, min_value=5, max_value=3600)
+
+
+class MessageIds(serializers.ListField):
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("child", Id(required=True, allow_null=False))
+        kwargs.setdefault("min_length", 1)
+        kwargs.setdefault("max_length", 1000)
+        super().__init__(**kwargs)
+
+
+class DeliveryAck(ArcSerializer):
+    agent_id = Text(required=True, max_length=200)
+    message_ids = MessageIds()
+
+
+class DeliveryNack(ArcSerializer):
+    agent_id = Text(required=True, max_length=200)
+    message_id = Id(required=True, allow_null=False)
+    reason = Text(max_length=2000)
+    delay_sec = serializers.IntegerField(required=False, allow_null=True, min_value=0, max_value=3600)
+
+
+class DeliveryRetry(ArcSerializer):
+    agent_id = Text(max_length=200)
+    message_ids = MessageIds()
 
 
 class TaskFail(ArcSerializer):

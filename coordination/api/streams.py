@@ -24,8 +24,8 @@ from coordination.api import envelope
 from coordination.api.errors import response_for
 from coordination.api.params import query_bool, query_int, query_limit, query_since_id, query_str, query_timeout
 from coordination.api.views import MessagePostView
-from coordination.errors import Invalid
-from coordination.feeds import DeliveryMarker, FeedFilter, MessageFeed, Presence
+from coordination.errors import Invalid, NotFound
+from coordination.feeds import DeliveryMarker, FeedFilter, MessageFeed, Presence, closes_room
 
 KEEPALIVE_SEC = 15.0
 TOUCH_SEC = 30.0
@@ -57,19 +57,49 @@ def endpoint(*methods: str) -> Callable[[AsyncView], AsyncView]:
 
 
 async def _long_poll(
-    flt: FeedFilter, since_id: int, limit: int, timeout: float, marker: DeliveryMarker | None
-) -> list[dict[str, Any]]:
+    flt: FeedFilter,
+    since_id: int,
+    limit: int,
+    timeout: float,
+    marker: DeliveryMarker | None,
+    *,
+    room: str | None = None,
+) -> tuple[list[dict[str, Any]], bool]:
+    """Messages after ``since_id``, waiting up to ``timeout`` s for the first; and is ``room`` closed?
+
+    A poll on a ``room`` (404 if unknown) that is closed, or closes while it waits,
+    answers at once with what it has: nothing more will come there.
+    """
+    deadline = time.monotonic() + timeout
     async with MessageFeed(flt, cursor=since_id, limit=limit) as feed:
+        # Read once subscribed: a close from now on wakes the wait, an earlier one shows here.
+        closed = room is not None and await sync_to_async(_room_closed)(room)
         rows = await feed.backlog()
-        if not rows and timeout > 0:
-            rows, _ = await feed.next(timeout)
+        while not rows and not closed and (left := deadline - time.monotonic()) > 0:
+            rows, others = await feed.next(left)
+            if room is not None and any(closes_room(event, room) for event in others):
+                closed = True
+                rows += await feed.backlog()  # up to the closing notice, if its event is still on the way
+            elif room is not None and rows:
+                # The closing notice is announced just before its room event: look, so a poll
+                # woken by it says the room is closed rather than answering the next poll.
+                closed = await sync_to_async(_room_closed)(room)
         if marker is not None and rows:
             marker.note(rows, feed.cursor)
             # Recorded right after the answer leaves, not before: the reader is not kept waiting.
             task = asyncio.get_running_loop().create_task(marker.flush(force=True))
             _background.add(task)
             task.add_done_callback(_background.discard)
-        return rows
+        return rows, closed
+
+
+def _room_closed(name: str) -> bool:
+    return selectors.room_get(name).closed_at is not None
+
+
+def _poll_answer(rows: list[dict[str, Any]], room_closed: bool) -> HttpResponse:
+    """A long-poll's envelope; on a closed room it says so (``room_closed: true``), so the reader stops waiting."""
+    return envelope.ok(rows, room_closed=True) if room_closed else envelope.ok(rows)
 
 
 @endpoint("GET", "POST")
@@ -83,11 +113,9 @@ async def messages(request: HttpRequest) -> HttpResponse:
     if not channel and not thread_id:
         raise Invalid("channel or thread_id query parameter is required")
     who = access.of(request)
-    if channel:
-        who.require_room(channel)
-        await sync_to_async(selectors.room_get)(channel)
+    who.require_room(channel)
     flt = FeedFilter(channel=channel, thread_id=thread_id, rooms=who.rooms, broadcast_only=True)
-    return envelope.ok(await _long_poll(flt, query_since_id(q), query_limit(q), query_timeout(q), None))
+    return _poll_answer(*await _long_poll(flt, query_since_id(q), query_limit(q), query_timeout(q), None, room=channel))
 
 
 def _agent_filter(request: HttpRequest, *, rooms: frozenset[str] = frozenset()) -> FeedFilter:
@@ -112,11 +140,9 @@ def _agent_filter(request: HttpRequest, *, rooms: frozenset[str] = frozenset()) 
 async def events(request: HttpRequest) -> HttpResponse:
     """Arc's unified feed for one agent: broadcasts plus its direct messages, optionally long-polled."""
     flt = _agent_filter(request)
-    if flt.channel:
-        await sync_to_async(selectors.room_get)(flt.channel)
     q = request.GET
-    rows = await _long_poll(flt, query_since_id(q), query_limit(q), query_timeout(q), DeliveryMarker(flt))
-    return envelope.ok(rows)
+    since_id, limit, timeout = query_since_id(q), query_limit(q), query_timeout(q)
+    return _poll_answer(*await _long_poll(flt, since_id, limit, timeout, DeliveryMarker(flt), room=flt.channel))
 
 
 def _roster(capability: str | None) -> list[dict[str, Any]]:
@@ -165,6 +191,12 @@ async def stream(request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
     ``channels=a,b`` narrows rooms; ``types=message,claim,lock,task,presence,delivery``
     adds named events (``event: claim``...) for those state changes (default: messages
     only, as in Arc); a comment line every 15 s keeps idle connections open.
+
+    When a room the reader follows closes or reopens, an ``event: room`` (the room
+    JSON under ``room``) is sent whatever ``types`` says. A stream narrowed to exactly
+    one room (``channel=X``, or ``channels=X`` alone) then ends, after every message
+    up to the closing notice; one that opens on a closed room sends its backlog and
+    that event, and ends.
     """
     q = request.GET
     rooms = frozenset(name for name in (query_str(q, "channels") or "").split(",") if name)
@@ -180,6 +212,8 @@ async def stream(request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
     agent_id = flt.agent_id
     assert agent_id is not None
     who = access.of(request)
+    # The one room this stream follows, if it follows just one: its closing ends the stream.
+    only_room = flt.channel or (next(iter(rooms)) if len(rooms) == 1 else None)
 
     async def out() -> AsyncIterator[bytes]:
         marker = DeliveryMarker(flt)
@@ -188,6 +222,8 @@ async def stream(request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
             last_touch = time.monotonic()
             yield b": connected\n\n"
             try:
+                # Read once subscribed: a later close arrives as an event, an earlier one shows here.
+                closed = await sync_to_async(_closed_room)(only_room) if only_room else None
                 rows = await feed.backlog()
                 while rows:  # the whole backlog, in pages
                     if "message" in types:
@@ -195,6 +231,17 @@ async def stream(request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
                         marker.note(rows, feed.cursor)
                     rows = await feed.backlog()
                 await marker.flush(force=True)
+                if closed:
+                    yield _sse_event(
+                        {
+                            "event": "room",
+                            "action": "closed",
+                            "channel": only_room,
+                            "by": closed["closed_by"],
+                            "room": closed,
+                        }
+                    )
+                    return  # nothing more will come in this room
                 last_sent = time.monotonic()
                 while True:
                     # Wake in time for the next keep-alive, the key's expiry, or to record deliveries.
@@ -210,6 +257,9 @@ async def stream(request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
                     if any(who.ended_by(event) for event in others):
                         yield b'event: key\ndata: {"action": "revoked"}\n\n'
                         return  # the key was revoked: close the stream now
+                    ending = only_room is not None and any(closes_room(event, only_room) for event in others)
+                    while ending and (more := await feed.backlog()):
+                        rows += more  # up to the closing notice, if its event is still on the way
                     chunks = []
                     if rows and "message" in types:
                         chunks.append(_sse_messages(rows))
@@ -217,7 +267,9 @@ async def stream(request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
                     chunks.extend(
                         _sse_event(event)
                         for event in others
-                        if event.get("event") in types and who.may_see_event(event, agent_id)
+                        # The feed passes room events only for rooms this reader follows (and may see).
+                        if event.get("event") == "room"
+                        or (event.get("event") in types and who.may_see_event(event, agent_id))
                     )
                     if chunks:
                         yield b"".join(chunks)
@@ -225,6 +277,8 @@ async def stream(request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
                     elif time.monotonic() - last_sent >= KEEPALIVE_SEC:
                         yield b": keep-alive\n\n"
                         last_sent = time.monotonic()
+                    if ending:
+                        return  # the one room this stream follows is closed: nothing more will come
                     await marker.flush()
                     if time.monotonic() - last_touch >= TOUCH_SEC:
                         last_touch = time.monotonic()
@@ -236,6 +290,15 @@ async def stream(request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
     response["Cache-Control"] = "no-cache"
     response["X-Accel-Buffering"] = "no"
     return response
+
+
+def _closed_room(name: str) -> dict[str, Any] | None:
+    """Room ``name`` as on the wire if it is closed; ``None`` if it is open or does not exist (yet)."""
+    try:
+        room = selectors.room_get(name)
+    except NotFound:
+        return None
+    return room.as_wire() if room.closed_at is not None else None
 
 
 def _sse_messages(rows: list[dict[str, Any]]) -> bytes:

@@ -2,24 +2,36 @@ from __future__ import annotations
 
 from django.urls import path
 
-from coordination.api import streams, views
+from coordination.api import asking, manifest, schema, streams, views
 
 urlpatterns = [
     path("sessions", views.SessionsView.as_view()),
     path("sessions/<str:session_id>", views.SessionView.as_view()),
     path("agents", streams.agents),
     path("channels", views.ChannelsView.as_view()),
+    path("channels/<str:name>/close", views.ChannelCloseView.as_view()),
+    path("channels/<str:name>/reopen", views.ChannelReopenView.as_view()),
     path("hub-info", views.HubInfoView.as_view()),
+    path("manifest", manifest.ManifestView.as_view(), name="api-manifest"),
+    path("schema", schema.SchemaView.as_view(), name="api-schema"),
     path("messages", streams.messages),
     path("messages/<int:message_id>/status", views.MessageStatusView.as_view()),
     path("messages/<int:message_id>/reply-claim", views.ReplyClaimView.as_view()),
+    path("messages/<int:message_id>/replies", asking.replies),
+    path("ask", asking.ask),
     path("stats", views.StatsView.as_view()),
     path("events", streams.events),
     path("stream", streams.stream),
     path("bootstrap", views.BootstrapView.as_view()),
     path("threads", views.ThreadsView.as_view()),
     path("threads/<str:thread_id>", views.ThreadView.as_view()),
+    path("search", views.SearchView.as_view()),
     path("inbox/<str:agent_id>", views.InboxView.as_view()),
+    path("inbox/<str:agent_id>/lease", views.InboxLeaseView.as_view()),
+    path("deliveries", views.DeliveriesView.as_view()),
+    path("deliveries/ack", views.DeliveryAckView.as_view()),
+    path("deliveries/nack", views.DeliveryNackView.as_view()),
+    path("deliveries/retry", views.DeliveryRetryView.as_view()),
     path("claims", views.ClaimsView.as_view()),
     path("claims/refresh", views.ClaimRefreshView.as_view()),
     path("claims/release", views.ClaimReleaseView.as_view()),

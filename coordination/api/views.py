@@ -11,7 +11,7 @@ from django.http import HttpResponse
 from rest_framework.request import Request
 from rest_framework.views import APIView
 
-from coordination import access, hub, selectors, services
+from coordination import access, hub, search, selectors, services
 from coordination.api import serializers as s
 from coordination.api.envelope import ok
 from coordination.api.params import json_object, query_bool, query_limit, query_optional_int, query_since_id, query_str
@@ -64,6 +64,28 @@ class ChannelsView(ArcView):
         return ok(room.as_wire(), 201 if created else 200)
 
 
+class ChannelCloseView(ArcView):
+    """``POST /v1/channels/<name>/close`` (admin): posts to the room get 409; ``changed`` is false if it was closed."""
+
+    def post(self, request: Request, name: str) -> HttpResponse:
+        who = access.of(request)
+        who.require_admin("closing a room")
+        self.body(request)
+        room, changed = services.room_close(name=name, actor=who.agent_id or access.OPERATOR)
+        return ok(room.as_wire(), changed=changed)
+
+
+class ChannelReopenView(ArcView):
+    """``POST /v1/channels/<name>/reopen`` (admin): the room takes posts again."""
+
+    def post(self, request: Request, name: str) -> HttpResponse:
+        who = access.of(request)
+        who.require_admin("reopening a room")
+        self.body(request)
+        room, changed = services.room_reopen(name=name, actor=who.agent_id or access.OPERATOR)
+        return ok(room.as_wire(), changed=changed)
+
+
 class HubInfoView(ArcView):
     def get(self, request: Request) -> HttpResponse:
         return ok(hub.hub_info())
@@ -75,7 +97,7 @@ class MessagePostView(ArcView):
     def post(self, request: Request) -> HttpResponse:
         who = access.of(request)
         data = s.MessagePost.parse(who.bind(self.body(request), "from_agent"))
-        who.check_post(to_agent=data.get("to_agent"), channel=data.get("channel"))
+        who.check_post(to_agent=data.get("to_agent") or data.get("to_capability"), channel=data.get("channel"))
         message = services.message_post(**data)
         return ok(message.as_wire(), 201, **selectors.post_receipt(message))
 
@@ -131,6 +153,60 @@ class InboxView(ArcView):
         q = request.query_params
         messages = selectors.inbox(agent_id=agent_id, since_id=query_since_id(q), limit=query_limit(q))
         return ok([m.as_wire() for m in messages])
+
+
+class InboxLeaseView(ArcView):
+    """``POST /v1/inbox/{agent_id}/lease``: take the next direct messages as work (SPEC 2)."""
+
+    def post(self, request: Request, agent_id: str) -> HttpResponse:
+        agent_id = access.of(request).act_as(agent_id, "agent_id")
+        data = s.InboxLease.parse(self.body(request))
+        leased = services.inbox_lease(
+            agent_id=agent_id, max_messages=data.get("max", 10), lease_sec=data.get("lease_sec", 60)
+        )
+        return ok([{**d.message.as_wire(), "delivery": d.as_wire()} for d in leased])
+
+
+class DeliveriesView(ArcView):
+    """``GET /v1/deliveries?agent_id=&state=&limit=``: an agent's queue; admins may list everyone's."""
+
+    def get(self, request: Request) -> HttpResponse:
+        who = access.of(request)
+        q = request.query_params
+        agent_id = query_str(q, "agent_id")
+        if not who.admin:
+            agent_id = who.act_as(agent_id, "agent_id")
+        rows = selectors.deliveries_list(agent_id=agent_id, state=query_str(q, "state"), limit=query_limit(q))
+        return ok([selectors.delivery_wire(d) for d in rows])
+
+
+class DeliveryAckView(ArcView):
+    def post(self, request: Request) -> HttpResponse:
+        data = s.DeliveryAck.parse(access.of(request).bind(self.body(request), "agent_id"))
+        acked = services.delivery_ack(agent_id=data["agent_id"], message_ids=data["message_ids"])
+        return ok({"agent_id": data["agent_id"], "acked": acked})
+
+
+class DeliveryNackView(ArcView):
+    def post(self, request: Request) -> HttpResponse:
+        data = s.DeliveryNack.parse(access.of(request).bind(self.body(request), "agent_id"))
+        delivery = services.delivery_nack(
+            agent_id=data["agent_id"],
+            message_id=data["message_id"],
+            reason=data.get("reason", ""),
+            delay_sec=data.get("delay_sec", 0),
+        )
+        return ok(delivery.as_wire())
+
+
+class DeliveryRetryView(ArcView):
+    """``POST /v1/deliveries/retry`` (admin): dead letters back into their queues."""
+
+    def post(self, request: Request) -> HttpResponse:
+        access.of(request).require_admin("retrying dead letters")
+        data = s.DeliveryRetry.parse(self.body(request))
+        retried = services.deliveries_retry(message_ids=data["message_ids"], agent_id=data.get("agent_id"))
+        return ok({"retried": retried})
 
 
 class ClaimsView(ArcView):
@@ -251,3 +327,23 @@ class ShutdownCancelView(ArcView):
         self.body(request)
         hub.shutdown.cancel()
         return ok({"status": "shutdown_cancelled"})
+
+
+class SearchView(ArcView):
+    """``GET /v1/search?q=&channel=&from_agent=&limit=``: messages whose bodies hold every word of ``q``.
+
+    Answers a list of messages, best match first, like the other list endpoints. ``from_agent``
+    filters by author (it is not an acting field: a key may search others' posts it can see).
+    Matching and visibility: ``search.messages_search``.
+    """
+
+    def get(self, request: Request) -> HttpResponse:
+        q = request.query_params
+        results = search.messages_search(
+            q=q.get("q") or "",
+            reader=access.of(request),
+            channel=query_str(q, "channel"),
+            from_agent=query_str(q, "from_agent"),
+            limit=query_limit(q),
+        )
+        return ok(results)
