@@ -30,7 +30,19 @@ from django.utils import timezone
 
 from coordination import events, selectors
 from coordination.errors import Conflict, Forbidden, Invalid, NotFound, Unauthorized
-from coordination.models import AgentKey, Claim, Delivery, FeedCursor, HubState, Lock, Message, Room, Session, Task
+from coordination.models import (
+    AgentKey,
+    Claim,
+    Delivery,
+    FeedCursor,
+    HubState,
+    Lock,
+    Message,
+    Room,
+    Session,
+    Task,
+    iso,
+)
 
 log = logging.getLogger("arc.services")
 
@@ -1111,7 +1123,7 @@ def ask_post(
     if channel is not None and to_capability is not None:
         raise Invalid("give channel or to_capability, not both")
     deadline = timezone.now() + timedelta(seconds=timeout_sec)
-    meta = {**(metadata or {}), "ask": {"max_replies": max_replies, "until": deadline.isoformat()}}
+    meta = {**(metadata or {}), "ask": {"max_replies": max_replies, "until": iso(deadline)}}
     common: dict[str, Any] = {"from_agent": from_agent, "body": body, "thread_id": thread_id, "metadata": meta}
     with transaction.atomic():
         if to_capability is None:
