@@ -14,21 +14,26 @@ from coordination import discovery, events, hub, services
 from coordination.management.cli import add_location_arguments
 from coordination.middleware import is_loopback
 from coordination.sweeper import Sweeper
+from relay.server import AsgiForwarder, RelayServer
 
 log = logging.getLogger("arc.up")
 
 
 class Command(BaseCommand):
     help = (
-        "Run the hub in the foreground: create ARC_HOME, apply migrations, serve REST, long-poll and SSE "
-        "on --host:--port (default 127.0.0.1:6969), write .arc.pid beside the database and print the URL. "
-        "Stop with Ctrl-C or SIGTERM (or `manage.py stop`)."
+        "Run the hub in the foreground: create ARC_HOME, apply migrations, serve REST, long-poll, SSE and "
+        "WebSocket on --host:--port (default 127.0.0.1:6969), serve the file-spool relay for sandboxed "
+        "agents on --spool-dir (default ./.arc-relay; --no-relay turns it off), write .arc.pid beside the "
+        "database and print the URL. Stop with Ctrl-C or SIGTERM (or `manage.py stop`)."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
         add_location_arguments(parser)
         parser.add_argument(
             "--allow-remote", action="store_true", help="accept non-loopback clients (ARC_ALLOW_REMOTE)"
+        )
+        parser.add_argument(
+            "--no-relay", action="store_true", help="do not serve the file-spool relay (see `manage.py relay`)"
         )
         parser.add_argument("--access-log", action="store_true", help="log every request to stderr")
         parser.add_argument("--quiet", action="store_true", help="print nothing but errors")
@@ -53,6 +58,13 @@ class Command(BaseCommand):
             )
 
         sweeper = Sweeper()
+        relay = (
+            None
+            if options["no_relay"]
+            else RelayServer(
+                settings.ARC_SPOOL_DIR, AsgiForwarder(application), max_request_bytes=settings.ARC_MAX_REQUEST_BYTES
+            )
+        )
         bound: dict[str, Any] = {}
 
         def ready() -> None:
@@ -63,6 +75,8 @@ class Command(BaseCommand):
             discovery.pidfile_write(port=bound["port"], url=bound["url"])
             events.bind_loop(asyncio.get_event_loop())  # Daphne set the reactor's loop as current
             sweeper.start()
+            if relay is not None:
+                bound["relay"] = asyncio.ensure_future(relay.run())
             if not quiet:
                 self.stdout.write(f"Arc hub ready at {bound['url']}")
                 self.stdout.write(f"  storage  {storage} (instance {instance})")
@@ -70,6 +84,8 @@ class Command(BaseCommand):
                     f"  push     {'Redis ' + settings.ARC_REDIS_URL if settings.ARC_REDIS_URL else 'in-memory channel layer (one process)'}"
                 )
                 self.stdout.write(f"  pidfile  {discovery.pidfile_path()}")
+                if relay is not None:
+                    self.stdout.write(f"  relay    {settings.ARC_SPOOL_DIR} (file spool for sandboxed agents)")
                 self.stdout.write("  try      curl " + bound["url"] + "/v1/hub-info")
                 sys.stdout.flush()
 
@@ -86,6 +102,8 @@ class Command(BaseCommand):
         try:
             server.run()
         finally:
+            if relay is not None:
+                relay.stop()
             _finish_pending_tasks()
             if "port" in bound:
                 sweeper.stop()
