@@ -24,6 +24,16 @@ to its code and ``pip install requests``. Example::
         print(message["from_agent"], message["body"])
     for message in alice.stream():  # until the caller breaks out, or close()
         print(message["from_agent"], message["body"])
+
+A sandboxed agent that cannot reach the hub's port but shares a directory with
+it uses ``ArcClient.over_relay(agent_id, spool_dir)``: the same API, each call a
+request file in the hub's relay spool (Arc's layout) and its answer a response
+file; ``stream()`` then long-polls instead of holding an SSE connection::
+
+    bob = ArcClient.over_relay("bob", "/shared/.arc-relay", key=BOB_KEY)
+    bob.register()
+    for message in bob.stream():  # messages only over the relay
+        print(message["from_agent"], message["body"])
 """
 
 from __future__ import annotations
@@ -32,16 +42,20 @@ import codecs
 import contextlib
 import json
 import logging
+import os
 import random
 import re
 import socket
 import threading
 import time
+import uuid
 from collections.abc import Generator, Iterable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
 from types import TracebackType
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import requests
 import urllib3
@@ -59,6 +73,18 @@ STREAM_READ_TIMEOUT_SEC = 45.0
 STREAM_BACKOFF_BASE_SEC = 0.1
 # What a post's envelope carries besides ``result`` (delivery truth), kept on ``last_receipt``.
 RECEIPT_FIELDS = ("recipients", "warning", "delivery")
+# The file-spool relay (``over_relay``): Arc's default spool, and the statuses Arc's relay client
+# uses when the request cannot be written (597) or no response file comes in time (598).
+DEFAULT_SPOOL_DIR = ".arc-relay"
+RELAY_WRITE_ERROR_STATUS = 597
+RELAY_TIMEOUT_STATUS = 598
+# Waiting for a response file: look again after 2 ms, backing off to 50 ms, so a quick answer is
+# picked up at once and a long-poll held by the hub costs a few stat() calls a second.
+RELAY_POLL_FIRST_SEC = 0.002
+RELAY_POLL_MAX_SEC = 0.05
+# stream() over the relay long-polls /v1/events this long per request; under Arc's relay's 30 s
+# forwarding timeout, so the same client works against both relays.
+RELAY_STREAM_POLL_SEC = 25.0
 
 log = logging.getLogger("arc.client")
 # Seams for tests: the jitter source, and the pause between reconnects.
@@ -116,6 +142,8 @@ class ArcClient:
         self.last_receipt: dict[str, Any] | None = None
         self._streams: set[_StreamHandle] = set()
         self._streams_lock = threading.Lock()
+        # Set by over_relay(): every request then goes through this file spool instead of HTTP.
+        self._spool: _Spool | None = None
 
     @property
     def since_id(self) -> int:
@@ -175,7 +203,12 @@ class ArcClient:
         params: dict[str, Any] | None = None,
         wait: float = 0.0,
     ) -> dict[str, Any]:
-        """Send one request and return the whole success envelope (``result`` plus top-level extras)."""
+        """Send one request and return the whole success envelope (``result`` plus top-level extras).
+
+        The one transport seam: over HTTP by default, through the file spool after ``over_relay()``.
+        """
+        if self._spool is not None:
+            return self._relay_envelope(method, path, payload, params=params, wait=wait)
         url = self.base_url + path
         try:
             response = self._session.request(method, url, json=payload, params=params, timeout=self.timeout + wait)
@@ -187,6 +220,40 @@ class ArcClient:
         except requests.RequestException as exc:
             raise self._unreachable(exc) from exc
         return self._parse_envelope(response, method, path)
+
+    def _relay_envelope(
+        self,
+        method: str,
+        path: str,
+        payload: dict[str, Any] | None = None,
+        *,
+        params: dict[str, Any] | None = None,
+        wait: float = 0.0,
+        stop: threading.Event | None = None,
+    ) -> dict[str, Any]:
+        """``_envelope`` through the spool: the hub's envelope, unwrapped from the relay's response file.
+
+        Waits ``timeout + wait`` s for the answer; raises ``_RelayStopped`` if ``stop`` is set first.
+        """
+        assert self._spool is not None
+        target = _with_query(path, params)
+        answer = self._spool.exchange(method, target, payload, within=self.timeout + wait, stop=stop)
+        body, status = answer.get("body"), answer.get("status")
+        status = status if isinstance(status, int) else 500
+        if isinstance(body, dict):
+            if body.get("ok"):
+                return body
+            error = body.get("error") or answer.get("error")
+            raise ArcError(
+                str(error or f"unexpected response from {method} {target}: {body!r}"), status if status >= 400 else 400
+            )
+        if body is None and answer.get("error"):  # the relay's own failure (Arc's writes no body then)
+            raise ArcError(str(answer["error"]), status if status >= 400 else 400)
+        raise ArcError(
+            f"{method} {target}: the hub did not answer with JSON through the relay in {self._spool.root} "
+            f"(HTTP {status}): {str(body)[:200]!r}",
+            status,
+        )
 
     def _unreachable(self, exc: Exception) -> ArcError:
         return ArcError(
@@ -353,7 +420,23 @@ class ArcClient:
         It runs until the caller breaks out of the loop, calls ``close()`` on
         the iterator, or calls the client's ``close()`` (from any thread); each
         closes the HTTP response.
+
+        Over the relay (``over_relay()``) Server-Sent Events cannot pass through
+        files: the same iterator long-polls ``/v1/events`` instead, with the same
+        cursor, ``channels`` and ``exclude_self``, and retries a relay that does
+        not answer (598/599) unless ``reconnect=False``. It yields messages only:
+        named event ``types`` raise ``ArcError`` (they need HTTP).
         """
+        if self._spool is not None:
+            yield from self._relay_stream(
+                channels=channels,
+                types=types,
+                exclude_self=exclude_self,
+                since_id=since_id,
+                reconnect=reconnect,
+                max_backoff=max_backoff,
+            )
+            return
         params: dict[str, Any] = {"agent_id": self.agent_id}
         if exclude_self:
             params["exclude_self"] = 1
@@ -458,6 +541,89 @@ class ArcClient:
                 return
             yield from parser.feed(chunk)
 
+    def _relay_stream(
+        self,
+        *,
+        channels: str | Iterable[str] | None,
+        types: str | Iterable[str] | None,
+        exclude_self: bool,
+        since_id: int | None,
+        reconnect: bool,
+        max_backoff: float,
+    ) -> Generator[dict[str, Any], None, None]:
+        """``stream()`` over the relay: ``/v1/events`` long-polls in a loop, yielding what the SSE feed would.
+
+        ``channels`` narrows broadcasts here, as the hub does for the stream (direct
+        messages always pass): ``/v1/events`` takes one ``channel``, which would drop
+        them. Following exactly one room, the iteration ends after that room's
+        closing notice, or, when it was closed already, once the backlog is read.
+        """
+        named = set((_csv(types) or "message").split(",")) - {"message"}
+        if named:
+            raise ArcError(
+                f"stream(types=...): {', '.join(sorted(named))} events come only over HTTP (GET /v1/stream); "
+                "over the relay stream() yields messages (leave types out, or use an HTTP client)",
+                400,
+            )
+        rooms = set((_csv(channels) or "").split(",")) - {""}
+        only = next(iter(rooms)) if len(rooms) == 1 else None
+        closed: bool | None = None if only else False  # known after the first look at the room
+        cursor = self._since_id if since_id is None else int(since_id)
+        params: dict[str, Any] = {"agent_id": self.agent_id, "limit": 500}
+        if exclude_self:
+            params["exclude_self"] = 1
+        handle = _StreamHandle()
+        with self._streams_lock:
+            self._streams.add(handle)
+        attempt = 0
+        try:
+            while not handle.stop.is_set():
+                try:
+                    if closed is None:
+                        closed = self._relay_room_closed(str(only), handle.stop)
+                    wait = 0.0 if closed else RELAY_STREAM_POLL_SEC
+                    envelope = self._relay_envelope(
+                        "GET",
+                        "/v1/events",
+                        params={**params, "since_id": cursor, "timeout": f"{wait:g}"},
+                        wait=wait,
+                        stop=handle.stop,
+                    )
+                except _RelayStopped:
+                    return
+                except ArcError as exc:
+                    retry = exc.status in (RELAY_TIMEOUT_STATUS, TRANSPORT_ERROR_STATUS, 429) or (
+                        500 <= exc.status < RELAY_WRITE_ERROR_STATUS
+                    )
+                    if not (reconnect and retry):
+                        raise
+                    log.debug("stream over the relay: %s; retrying", exc)
+                    _backoff_sleep(
+                        _random.uniform(0.0, min(max_backoff, STREAM_BACKOFF_BASE_SEC * 2**attempt)), handle.stop
+                    )
+                    attempt += 1
+                    continue
+                attempt = 0
+                messages: list[dict[str, Any]] = envelope["result"]
+                for message in messages:
+                    cursor = max(cursor, int(message["id"]))
+                    if rooms and message.get("to_agent") is None and message.get("channel") not in rooms:
+                        continue
+                    self._since_id = max(self._since_id, int(message["id"]))
+                    yield message
+                    if only is not None and _closes_room(message, only):
+                        return  # as the hub ends an SSE stream of one room when it closes
+                if closed and not messages:
+                    return  # the room was closed before we came, and its backlog is read
+        finally:
+            with self._streams_lock:
+                self._streams.discard(handle)
+
+    def _relay_room_closed(self, name: str, stop: threading.Event) -> bool:
+        """Is room ``name`` closed now? (``False`` for a room this client cannot see, or that does not exist.)"""
+        rooms: list[dict[str, Any]] = self._relay_envelope("GET", "/v1/channels", stop=stop)["result"]
+        return any(room.get("name") == name and room.get("closed") for room in rooms)
+
     def bootstrap(self) -> dict[str, Any]:
         """This agent's starting view of the hub; moves ``since_id`` to the latest visible message."""
         result: dict[str, Any] = self._call("GET", "/v1/bootstrap", params={"agent_id": self.agent_id})
@@ -529,6 +695,30 @@ class ArcClient:
         """Construct, register (``replace=True``) and return a ready-to-use client."""
         client = cls(agent_id, base_url=base_url, timeout=timeout, key=key)
         client.register(display_name=display_name or agent_id, replace=True, capabilities=capabilities)
+        return client
+
+    @classmethod
+    def over_relay(
+        cls,
+        agent_id: str,
+        spool_dir: str | os.PathLike[str] = DEFAULT_SPOOL_DIR,
+        *,
+        timeout: float = 30.0,
+        key: str | None = None,
+    ) -> ArcClient:
+        """A client that talks to the hub through its file-spool relay instead of HTTP (Arc's ``over_relay``).
+
+        For sandboxed agents that cannot reach the hub's port but share a directory with
+        it: each call writes ``<spool_dir>/requests/<agent>/<id>.json`` and waits for
+        ``<spool_dir>/responses/<agent>/<id>.json`` (``timeout`` s plus any long-poll).
+        The same API as over HTTP; ``stream()`` long-polls ``/v1/events`` (messages only).
+        ``key`` travels in each request envelope. Errors: the hub's as ``ArcError`` with
+        its status; 597 when the request cannot be written (or a spool directory is a
+        symlink); 598 when no answer comes in time (is the hub's relay running?).
+        Nothing is deleted from the spool, as in Arc.
+        """
+        client = cls(agent_id, timeout=timeout)
+        client._spool = _Spool(agent_id, spool_dir, key=key)
         return client
 
     def call(
@@ -746,6 +936,151 @@ def _csv(value: str | Iterable[str] | None) -> str | None:
         return None
     names = [value] if isinstance(value, str) else list(value)
     return ",".join(name for name in names if name) or None
+
+
+def _closes_room(message: dict[str, Any], room: str) -> bool:
+    """Is ``message`` the hub's notice that ``room`` was closed (posted in it as the close happens)?"""
+    metadata = message.get("metadata")
+    return (
+        message.get("kind") == "notice"
+        and message.get("from_agent") == "system"
+        and message.get("channel") == room
+        and isinstance(metadata, dict)
+        and metadata.get("room_action") == "closed"
+    )
+
+
+def _with_query(path: str, params: dict[str, Any] | None) -> str:
+    """``path?query`` as ``requests`` would encode ``params`` (``None`` values left out)."""
+    query = urlencode({k: v for k, v in (params or {}).items() if v is not None}, doseq=True)
+    return f"{path}?{query}" if query else path
+
+
+# Arc's spool names: runs of anything outside [A-Za-z0-9._-] become one "_" (arc.py's _safe_agent_id).
+_SPOOL_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+# Where the platform has it, files in the spool are never opened through a symlink.
+_O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+
+
+def _spool_name(agent_id: str) -> str:
+    """The spool directory name of ``agent_id``, as Arc derives it (``"agent"`` when nothing is left)."""
+    return _SPOOL_UNSAFE.sub("_", str(agent_id or "").strip()) or "agent"
+
+
+class _RelayStopped(Exception):
+    """``close()`` stopped a stream while it waited for a response file."""
+
+
+class _Spool:
+    """This client's end of Arc's file-spool relay: one request file in, one response file out per call.
+
+    Layout and envelopes as Arc's ``FileRelayClient``. The spool is append-only:
+    nothing here deletes a file (some sandbox mounts refuse deletes).
+    """
+
+    def __init__(self, agent_id: str, spool_dir: str | os.PathLike[str], *, key: str | None) -> None:
+        root = Path(spool_dir).expanduser()
+        # Lexical, as Arc: resolve() can turn a sandbox's odd mount path into an unusable one.
+        self.root = root if root.is_absolute() else Path.cwd() / root
+        self.agent_id = agent_id
+        self.key = key
+        self.name = _spool_name(agent_id)
+        if self.name in (".", ".."):  # Arc keeps these, and they would name the spool itself
+            raise ArcError(f"agent id {agent_id!r} cannot name a spool directory", 400)
+
+    def exchange(
+        self, method: str, path: str, body: dict[str, Any] | None, *, within: float, stop: threading.Event | None
+    ) -> dict[str, Any]:
+        """Write one request and return the relay's response envelope, waiting up to ``within`` s."""
+        request_id = uuid.uuid4().hex
+        envelope: dict[str, Any] = {
+            "request_id": request_id,
+            "agent_id": self.agent_id,
+            "method": method.upper(),
+            "path": path,
+            "body": body,
+            "created_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        }
+        if self.key:
+            envelope["key"] = self.key
+        requests_dir, responses_dir = self._agent_dirs()
+        try:
+            _write_new(requests_dir / f"{request_id}.json", json.dumps(envelope).encode())
+        except OSError as exc:
+            raise ArcError(
+                f"relay: cannot write the request into {requests_dir}: {exc}", RELAY_WRITE_ERROR_STATUS
+            ) from exc
+        return self._await(responses_dir / f"{request_id}.json", f"{method} {path}", within, stop)
+
+    def _agent_dirs(self) -> tuple[Path, Path]:
+        """``requests/<agent>`` and ``responses/<agent>``, created if missing; refused if either is a symlink.
+
+        Checked on every call (a link put there later is refused too), before anything is created.
+        """
+        dirs = (self.root / "requests" / self.name, self.root / "responses" / self.name)
+        for part in (dirs[0].parent, dirs[0], dirs[1].parent, dirs[1]):
+            if part.is_symlink():
+                raise ArcError(
+                    f"relay: {part} is a symbolic link; the spool never follows one (make it a real directory)",
+                    RELAY_WRITE_ERROR_STATUS,
+                )
+        for path in dirs:
+            try:
+                path.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise ArcError(f"relay: cannot create {path}: {exc}", RELAY_WRITE_ERROR_STATUS) from exc
+        return dirs
+
+    def _await(self, path: Path, what: str, within: float, stop: threading.Event | None) -> dict[str, Any]:
+        deadline = time.monotonic() + within
+        pause = RELAY_POLL_FIRST_SEC
+        unreadable_since: float | None = None
+        while True:
+            try:
+                fd = os.open(path, os.O_RDONLY | _O_NOFOLLOW)
+            except FileNotFoundError:
+                pass
+            except OSError as exc:  # a symlink planted where the answer belongs (ELOOP), or unreadable
+                raise ArcError(f"relay: cannot read the response {path}: {exc}", RELAY_WRITE_ERROR_STATUS) from exc
+            else:
+                with os.fdopen(fd, "rb") as handle:
+                    raw = handle.read()
+                try:
+                    answer = json.loads(raw)
+                except ValueError as exc:
+                    # A relay writing in place rather than renaming: give it a moment to finish.
+                    unreadable_since = unreadable_since or time.monotonic()
+                    if time.monotonic() - unreadable_since > 1.0:
+                        raise ArcError(f"relay: the response {path} is not valid JSON: {exc}", 502) from exc
+                else:
+                    if isinstance(answer, dict):
+                        return answer
+                    raise ArcError(f"relay: the response {path} is not a JSON object: {raw[:200]!r}", 502)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise ArcError(
+                    f"relay: no response in {self.root} within {within:g}s to {what}; is the hub running with "
+                    f"its relay on this spool dir? (`manage.py up --spool-dir {self.root}`, or `manage.py relay`)",
+                    RELAY_TIMEOUT_STATUS,
+                )
+            if stop is None:
+                time.sleep(min(pause, left))
+            elif stop.wait(min(pause, left)):
+                raise _RelayStopped
+            pause = min(pause * 1.5, RELAY_POLL_MAX_SEC)
+
+
+def _write_new(path: Path, data: bytes) -> None:
+    """Write ``path`` atomically, as Arc does: a dot-named temporary file beside it, then a rename.
+
+    The relay never sees half a request; the temporary file is created exclusively,
+    never through a symlink.
+    """
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_NOFOLLOW, 0o666)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+    os.replace(tmp, path)
 
 
 class _StreamHandle:

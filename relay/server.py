@@ -14,9 +14,12 @@ acts under the loopback rules (``ARC_AUTH``). Bad request files (not JSON, not a
 object, too large, a path outside ``/v1``) get an error response file; a handler that
 fails gets a 500 response file; nothing stops the relay.
 
-Arc's relay scans every 250 ms and serves one request at a time. This one scans every
+Arc's relay scans every 250 ms and serves one request at a time. This one looks every
 few milliseconds while requests keep coming (``ACTIVE_POLL_SEC``) and every
-``IDLE_POLL_SEC`` otherwise.
+``IDLE_POLL_SEC`` otherwise; a look is one directory listing plus a ``stat`` per agent
+directory (``Spool.take_new`` lists an agent's directory only when it changed). Spool
+file operations run on the event loop: on a local spool each takes microseconds, less
+than a hop to a worker thread.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from relay.spool import Spool, Ticket, error_envelope, iso_now
 
@@ -41,6 +44,11 @@ ACTIVE_POLL_SEC = 0.002
 IDLE_POLL_SEC = 0.02
 ACTIVE_WINDOW_SEC = 2.0
 MAX_CONCURRENT = 256
+# Requests that answer at once are served a few at a time, in the order taken: the hub
+# does their work on one thread anyway, and interleaving a hundred of them would make
+# every one wait for all. Requests that may wait (long-polls, waiting for peers, asks)
+# bypass this, so they never hold up the quick ones.
+QUICK_LANE = 8
 # Longest a relayed request may take: the longest wait the hub allows (``POST /v1/ask``, 300 s) plus slack.
 REQUEST_TIMEOUT_SEC = 330.0
 NOT_RELAYED = ("/v1/stream", "/v1/ws")  # streams cannot pass through files: use /v1/events?timeout=
@@ -55,6 +63,14 @@ class RelayRequest:
     query: str
     body: bytes | None
     key: str | None
+
+    @property
+    def may_wait(self) -> bool:
+        """Can the hub hold this request open (a long-poll, ``wait_for``, ``/v1/ask``)?"""
+        if self.path in ("/v1/ask",) or self.path.endswith("/replies"):
+            return True
+        params = parse_qs(self.query)
+        return any(params.get(name, ["0"])[-1] not in ("", "0", "0.0") for name in ("timeout", "wait_for"))
 
 
 class BadRequest(ValueError):
@@ -124,8 +140,8 @@ class AsgiForwarder:
             "http_version": "1.1",
             "method": request.method,
             "scheme": "http",
-            "path": request.path,
-            "raw_path": request.path.encode(),
+            "path": unquote(request.path),  # ASGI paths are decoded; raw_path keeps the bytes sent
+            "raw_path": request.path.encode("utf-8", "surrogateescape"),
             "query_string": request.query.encode("latin-1", "replace"),
             "root_path": "",
             "headers": headers,
@@ -216,6 +232,7 @@ class RelayServer:
         self._stop = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         self._slots = asyncio.Semaphore(MAX_CONCURRENT)
+        self._quick = asyncio.Semaphore(QUICK_LANE)
 
     def stop(self) -> None:
         self._stop.set()
@@ -226,7 +243,7 @@ class RelayServer:
         last_seen = 0.0
         while not self._stop.is_set():
             try:
-                taken = await asyncio.to_thread(self._take_batch)
+                taken = self._take_batch()  # a few stat calls: cheaper than a thread hop
             except Exception:  # a spool that cannot be read now may be readable next time
                 log.exception("relay: could not scan %s", self.spool.requests)
                 taken = []
@@ -258,14 +275,14 @@ class RelayServer:
             log.exception("relay: request %s/%s failed", ticket.agent_dir, ticket.request_id)
             response = error_envelope(ticket.request_id, 500, f"relay failed to serve the request: {exc}")
         try:
-            await asyncio.to_thread(self.spool.respond, ticket, response)
+            self.spool.respond(ticket, response)
             self.served += 1
         except Exception:
             log.exception("relay: could not write the response to %s/%s", ticket.agent_dir, ticket.request_id)
 
     async def _answer(self, ticket: Ticket) -> dict[str, Any]:
         try:
-            raw = await asyncio.to_thread(self.spool.read, ticket, self.max_request_bytes)
+            raw = self.spool.read(ticket, self.max_request_bytes)
         except OverflowError as exc:
             return error_envelope(ticket.request_id, 413, f"invalid relay request: {exc}")
         except (OSError, ValueError) as exc:
@@ -275,7 +292,11 @@ class RelayServer:
         except BadRequest as exc:
             return error_envelope(ticket.request_id, 400, f"invalid relay request: {exc}")
         try:
-            status, content = await self.forward(request, self.request_timeout)
+            if request.may_wait:
+                status, content = await self.forward(request, self.request_timeout)
+            else:
+                async with self._quick:
+                    status, content = await self.forward(request, self.request_timeout)
         except TimeoutError:
             return error_envelope(request.request_id, 504, f"the hub did not answer within {self.request_timeout:g}s")
         return response_envelope(request.request_id, status, content)

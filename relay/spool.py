@@ -24,6 +24,7 @@ import json
 import os
 import re
 import stat
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -76,10 +77,16 @@ class Ticket:
 
 
 class Spool:
+    # Agent directories are listed again only when their modification time changes,
+    # and all of them at least this often (for file systems with coarse timestamps).
+    FULL_SCAN_SEC = 0.25
+
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
         self.requests = self.root / "requests"
         self.responses = self.root / "responses"
+        self._seen: dict[str, int] = {}  # agent directory → mtime_ns when last listed
+        self._full_scan_at = 0.0
 
     def ensure(self) -> None:
         for path in (self.requests, self.responses):
@@ -95,15 +102,22 @@ class Spool:
         A request another relay took first (the rename failed) is skipped, so two relays
         on one spool never serve a request twice.
         """
+        now = time.monotonic()
+        full = now >= self._full_scan_at
+        if full:
+            self._full_scan_at = now + self.FULL_SCAN_SEC
         try:
             agents = sorted(
-                entry.name
+                (entry.name, entry.stat(follow_symlinks=False).st_mtime_ns)
                 for entry in os.scandir(self.requests)
                 if entry.is_dir(follow_symlinks=False) and is_safe_name(entry.name)
             )
         except FileNotFoundError:
             return
-        for agent in agents:
+        for agent, mtime in agents:
+            if not full and self._seen.get(agent) == mtime:
+                continue  # nothing was added or renamed there since we last listed it
+            self._seen[agent] = mtime
             with self._agent_dir(self.requests, agent, create=False) as fd:
                 if fd is None:
                     continue
