@@ -16,7 +16,12 @@ Measurements (each a JSON-serialisable dict; ``metric_rows`` flattens them):
   frame; ``unsupported`` when the upgrade is not answered with 101).
 - ``fanout``: N SSE readers on one room, M broadcasts spaced apart; per broadcast the
   time until the *last* reader had it.
-- ``relay``: round trip of a post through the file-spool relay (Arc's spool layout).
+- ``relay``: round trip of a post through the file-spool relay (Arc's spool layout), one at a time.
+- ``relay_burst``: 20 agents write 5 requests each at once (a sandboxed agent's opening
+  moves, ``BURST_MIX``); per request the time from its file being in place until its
+  response file is, and whether every answer is an ok envelope. For reference, the same
+  100 requests also go over HTTP at once (a connection each), which tells the relay's
+  own cost apart from the hub's.
 - ``claims``: K clients race ``POST /v1/claims`` for one key; exactly one may win.
 - ``idle``: post throughput at concurrency 8 with and without C idle streams held open.
 
@@ -35,6 +40,7 @@ import json
 import os
 import random
 import statistics
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable
@@ -44,7 +50,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
-MEASUREMENTS = ("posts", "push", "fanout", "relay", "claims", "idle")
+MEASUREMENTS = ("posts", "push", "fanout", "relay", "relay_burst", "claims", "idle")
 PUSH_TRANSPORTS = ("longpoll", "sse", "ws")
 WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
@@ -79,6 +85,11 @@ class BenchConfig:
     spool_dir: str | None = None
     relay_requests: int = 50
     relay_max_sec: float = 15.0
+    relay_burst_agents: int = 20
+    relay_burst_per_agent: int = 5  # requests per agent per burst, taken in turn from BURST_MIX
+    relay_bursts: int = 3  # bursts, each after a random pause 0..gap_ms; their latencies are pooled
+    relay_burst_max_sec: float = 30.0  # longest one burst may take (and no answer for wait_sec ends it too)
+    relay_burst_http: bool = True  # after each relay burst, the same requests over HTTP for reference
     racers: int = 32
     races: int = 5
     idle_connections: int = 1000
@@ -478,11 +489,19 @@ class SpoolClient:
         self.requests, self.responses = root / "requests" / safe, root / "responses" / safe
         self.agent_id, self.key, self.poll_sec = agent_id, key, poll_sec
 
-    def submit(self, method: str, path: str, body: dict[str, Any] | None = None) -> Path:
-        """Write one request; returns the response file to wait for."""
+    def ensure_dirs(self) -> None:
         self.requests.mkdir(parents=True, exist_ok=True)
         self.responses.mkdir(parents=True, exist_ok=True)
-        request_id = uuid.uuid4().hex
+
+    def response_path(self, request_id: str) -> Path:
+        return self.responses / f"{request_id}.json"
+
+    def submit(
+        self, method: str, path: str, body: dict[str, Any] | None = None, *, request_id: str | None = None
+    ) -> Path:
+        """Write one request (its file is in place when this returns); returns the response file to wait for."""
+        self.ensure_dirs()
+        request_id = request_id or uuid.uuid4().hex
         envelope: dict[str, Any] = {
             "request_id": request_id,
             "agent_id": self.agent_id,
@@ -497,7 +516,7 @@ class SpoolClient:
         tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
         tmp.write_text(json.dumps(envelope), encoding="utf-8")
         tmp.replace(target)
-        return self.responses / f"{request_id}.json"
+        return self.response_path(request_id)
 
     async def call(
         self, method: str, path: str, body: dict[str, Any] | None = None, *, timeout: float = 30.0
@@ -511,6 +530,130 @@ class SpoolClient:
             except FileNotFoundError:
                 await asyncio.sleep(self.poll_sec)
         return {"request_id": response.stem, "ok": False, "status": 598, "error": "relay timed out"}
+
+
+# What a sandboxed agent sends when it starts work, in order: ``relay_burst`` gives each agent
+# these, in turn, as ``(label, method)``; ``Bench.burst_request`` fills in path and body.
+BURST_MIX = (
+    ("POST /v1/sessions", "POST"),  # register (replace: true, as ArcClient.register does)
+    ("POST /v1/messages", "POST"),  # a post to the bench room
+    ("GET /v1/messages?channel&since_id", "GET"),  # read the room since the run's marker
+    ("POST /v1/claims", "POST"),  # claim a key of its own
+    ("GET /v1/hub-info", "GET"),
+)
+
+
+@dataclass
+class SpoolRequest:
+    """One request of a burst: what to write, and when it was written and answered (``perf_counter``)."""
+
+    client: SpoolClient
+    label: str
+    method: str
+    path: str
+    body: dict[str, Any] | None
+    request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    written: float | None = None
+    answered: float | None = None
+    problem: str | None = None  # set by ``check``: what was wrong with the answer
+
+    @property
+    def response(self) -> Path:
+        return self.client.response_path(self.request_id)
+
+    @property
+    def latency(self) -> float | None:
+        return None if self.answered is None or self.written is None else self.answered - self.written
+
+    def check(self) -> bool:
+        """Read the answer: true for an ok envelope (``ok: true``, status below 400), else ``problem`` says why."""
+        self.problem = self._problem()
+        return self.problem is None
+
+    def _problem(self) -> str | None:
+        try:
+            payload = json.loads(self.response.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            return f"{self.label}: unreadable response ({type(exc).__name__})"
+        if not isinstance(payload, dict):
+            return f"{self.label}: response is not an object"
+        status = payload.get("status")
+        if payload.get("ok") is True and isinstance(status, int) and status < 400:
+            return None
+        return f"{self.label}: {status} {str(payload.get('error'))[:120]}"
+
+
+def spool_burst(
+    requests: list[SpoolRequest], *, max_sec: float, idle_sec: float, scan_sec: float = 0.001
+) -> list[SpoolRequest]:
+    """Write every request at once and note when each response file is present; blocking, use a thread.
+
+    A scanner thread, started first, lists the response directories every ``scan_sec``
+    while this thread writes the requests one after another, noting each one's time
+    once its file is in place (after the rename). A response counts only once its
+    request's time is noted, so no answer is timed against a write not yet recorded.
+    Stops when all are answered, after ``max_sec``, or when nothing more is answered
+    for ``idle_sec`` after the last write; unanswered requests keep ``answered=None``.
+    """
+    for request in requests:
+        request.client.ensure_dirs()
+    waiting: dict[Path, dict[str, SpoolRequest]] = {}
+    for request in requests:
+        waiting.setdefault(request.client.responses, {})[request.response.name] = request
+    writes_ended: list[float] = []  # when the last write returned (or failed)
+
+    def scan() -> None:
+        started = last_news = time.perf_counter()
+        left = len(requests)
+        while left:
+            for directory, expected in waiting.items():
+                if not expected:
+                    continue
+                try:
+                    names = os.listdir(directory)
+                except FileNotFoundError:
+                    continue
+                now = time.perf_counter()
+                for name in names:
+                    request = expected.get(name)
+                    if request is not None and request.written is not None:
+                        request.answered = now
+                        del expected[name]
+                        left -= 1
+                        last_news = now
+            now = time.perf_counter()
+            if now - started > max_sec:
+                return
+            if writes_ended and now - max(last_news, writes_ended[0]) > idle_sec:
+                return
+            time.sleep(scan_sec)
+
+    scanner = threading.Thread(target=scan, name="bench-spool-scan", daemon=True)
+    scanner.start()
+    try:
+        for request in requests:
+            request.client.submit(request.method, request.path, request.body, request_id=request.request_id)
+            request.written = time.perf_counter()
+    finally:
+        writes_ended.append(time.perf_counter())
+        scanner.join()
+    return requests
+
+
+def _pool_http_bursts(bursts: list[dict[str, Any]]) -> dict[str, Any]:
+    """Pooled latencies of ``Bench.http_burst`` runs; the wall time (first sent → last answered) is the median."""
+    latencies = [latency for b in bursts for latency in b["latencies"]]
+    return {
+        "status": "ok",
+        "requests": sum(b["requests"] for b in bursts),
+        "failures": sum(b["failures"] for b in bursts),
+        **latency_summary(latencies),
+        "wall_ms": _ms(statistics.median(b["wall"] for b in bursts)),
+    }
+
+
+def _latencies(requests: list[SpoolRequest]) -> list[float]:
+    return [latency for r in requests if (latency := r.latency) is not None]
 
 
 # ── Statistics ───────────────────────────────────────────────────────────────
@@ -565,6 +708,7 @@ class Bench:
                 "push": self.push,
                 "fanout": self.fanout,
                 "relay": self.relay,
+                "relay_burst": self.relay_burst,
                 "claims": self.claims,
                 "idle": self.idle,
             }
@@ -891,6 +1035,135 @@ class Bench:
             errors += answer.get("status") != 201
         return {"status": "ok", "errors": errors, **latency_summary(latencies)}
 
+    def burst_request(self, agent: str, j: int, since: int, *, key: str | None) -> SpoolRequest:
+        """The ``j``-th request of ``agent`` in a burst: ``BURST_MIX`` in turn."""
+        label, method = BURST_MIX[j % len(BURST_MIX)]
+        client = SpoolClient(self.config.spool_dir or "", agent, key=key)
+        moves: dict[int, tuple[str, dict[str, Any] | None]] = {
+            0: ("/v1/sessions", {"agent_id": agent, "capabilities": ["bench"], "replace": True}),
+            1: ("/v1/messages", {"from_agent": agent, "channel": self.channel, "body": f"burst {agent} {j}"}),
+            2: ("/v1/messages?" + urlencode({"channel": self.channel, "since_id": since, "limit": 50}), None),
+            3: ("/v1/claims", {"owner_agent_id": agent, "claim_key": f"{agent}-{j}", "ttl_sec": 60}),
+            4: ("/v1/hub-info", None),
+        }
+        path, body = moves[j % len(BURST_MIX)]
+        return SpoolRequest(client, label, method, path, body)
+
+    async def relay_burst(self, sender: Http) -> dict[str, Any]:
+        """``relay_bursts`` times: every agent writes its requests at once; each timed file to file."""
+        cfg = self.config
+        if not cfg.spool_dir:
+            return {"status": "not implemented", "reason": "no --spool-dir given"}
+        agents, per_agent = cfg.relay_burst_agents, cfg.relay_burst_per_agent
+        shape: dict[str, Any] = {
+            "agents": agents,
+            "per_agent": per_agent,
+            "mix": [label for label, _ in BURST_MIX[: min(per_agent, len(BURST_MIX))]],
+        }
+        since = await self._marker(sender)
+        everything: list[SpoolRequest] = []
+        bursts: list[dict[str, Any]] = []
+        over_http: list[dict[str, Any]] = []
+        for b in range(cfg.relay_bursts):
+            # Agent-major order: agent 0's requests, then agent 1's... each written as fast as it can be.
+            burst = [
+                self.burst_request(f"bench-burst-{self.run_id}-{b}-{k}", j, since, key=cfg.token)
+                for k in range(agents)
+                for j in range(per_agent)
+            ]
+            await self._gap(0.05)
+            await asyncio.to_thread(spool_burst, burst, max_sec=cfg.relay_burst_max_sec, idle_sec=cfg.wait_sec)
+            answered = [r for r in burst if r.answered is not None]
+            if not answered and not everything:
+                return {
+                    "status": "no response",
+                    "reason": f"no relay answered any of {len(burst)} requests within {cfg.wait_sec:g} s",
+                    **shape,
+                    "requests": len(burst),
+                    "answered": 0,
+                }
+            written = [r.written for r in burst if r.written is not None]
+            ended = [r.answered for r in answered if r.answered is not None]
+            bursts.append(
+                {
+                    "requests": len(burst),
+                    "answered": len(answered),
+                    "failures": sum(not r.check() for r in answered),
+                    "write_ms": _ms(max(written) - min(written)),
+                    # first request in place → last response present
+                    "wall_ms": _ms(max(ended) - min(written)) if ended else None,
+                    **{k: v for k, v in latency_summary(_latencies(answered)).items() if k != "n"},
+                }
+            )
+            everything += burst
+            if cfg.relay_burst_http:
+                over_http.append(await self.http_burst(f"bench-http-{self.run_id}-{b}", since))
+        answered = [r for r in everything if r.answered is not None]
+        problems = [r.problem for r in answered if r.problem is not None]
+        by_kind: dict[str, dict[str, Any]] = {}
+        for label in shape["mix"]:
+            of_kind = [r for r in everything if r.label == label]
+            done = [r for r in of_kind if r.answered is not None]
+            by_kind[label] = {
+                "requests": len(of_kind),
+                "answered": len(done),
+                "failures": sum(r.problem is not None for r in done),
+                "p50_ms": _ms(percentile(_latencies(done), 50)) if done else None,
+            }
+        walls = [b["wall_ms"] for b in bursts if b["wall_ms"] is not None]
+        return {
+            "status": "ok",
+            **shape,
+            "bursts": len(bursts),
+            "requests": len(everything),
+            "answered": len(answered),
+            "failures": len(problems),
+            "failure_samples": problems[:5],
+            **latency_summary(_latencies(answered)),
+            "wall_ms": statistics.median(walls) if walls else None,
+            "write_ms": statistics.median(b["write_ms"] for b in bursts),
+            "by_kind": by_kind,
+            "per_burst": bursts,
+            "http": _pool_http_bursts(over_http) if over_http else {"status": "not measured"},
+        }
+
+    async def http_burst(self, prefix: str, since: int) -> dict[str, Any]:
+        """The burst's requests over HTTP, a connection each, all sent at once; each timed until its answer.
+
+        The connections are opened first, one by one (arc.py listens with a backlog of 5).
+        """
+        cfg = self.config
+        requests = [
+            self.burst_request(f"{prefix}-{k}", j, since, key=None)
+            for k in range(cfg.relay_burst_agents)
+            for j in range(cfg.relay_burst_per_agent)
+        ]
+        conns = [Http(self.target, cfg.wait_sec) for _ in requests]
+        latencies: list[float] = []
+        failures = 0
+
+        async def send(conn: Http, request: SpoolRequest) -> None:
+            nonlocal failures
+            started = time.perf_counter()
+            try:
+                response = await conn.request(request.method, request.path, request.body)
+            except (ConnectionError, OSError, asyncio.IncompleteReadError, BenchError, TimeoutError):
+                failures += 1
+                return
+            latencies.append(time.perf_counter() - started)
+            failures += response.status >= 400
+
+        try:
+            for conn in conns:
+                await conn.connect()
+                await asyncio.sleep(0.001)
+            started = time.perf_counter()
+            await asyncio.gather(*(send(c, r) for c, r in zip(conns, requests, strict=True)))
+            wall = time.perf_counter() - started
+        finally:
+            await asyncio.gather(*(c.close() for c in conns))
+        return {"requests": len(requests), "failures": failures, "latencies": latencies, "wall": wall}
+
     # claims -----------------------------------------------------------------
 
     async def claims(self, _sender: Http) -> dict[str, Any]:
@@ -1066,6 +1339,32 @@ def metric_rows(report: dict[str, Any]) -> list[tuple[str, str, Value]]:
             ]
         else:
             rows.append(("relay.p50_ms", "relay round trip p50 ms", relay.get("status")))
+    burst = results.get("relay_burst")
+    if burst is not None:
+        name = "relay burst"
+        if "agents" in burst:
+            name += f", {burst['agents']} agents x {burst['per_agent']} requests at once"
+        if burst.get("status") == "ok":
+            rows += [
+                ("relay_burst.p50_ms", f"{name}: p50 ms", burst.get("p50_ms")),
+                ("relay_burst.p99_ms", f"{name}: p99 ms", burst.get("p99_ms")),
+                ("relay_burst.max_ms", f"{name}: max ms", burst.get("max_ms")),
+                ("relay_burst.answered", f"{name}: answered", f"{burst['answered']}/{burst['requests']}"),
+                ("relay_burst.failures", f"{name}: error answers", burst["failures"]),
+                ("relay_burst.wall_ms", f"{name}: first written to last answered ms", burst.get("wall_ms")),
+            ]
+            http = burst.get("http", {})
+            if http.get("status") == "ok":
+                rows += [
+                    ("relay_burst.http_p50_ms", f"{name}, same over HTTP: p50 ms", http.get("p50_ms")),
+                    (
+                        "relay_burst.http_wall_ms",
+                        f"{name}, same over HTTP: first sent to last answered ms",
+                        http["wall_ms"],
+                    ),
+                ]
+        else:
+            rows.append(("relay_burst.p50_ms", f"{name}: p50 ms", burst.get("status")))
     claims = results.get("claims")
     if claims is not None:
         rows += [

@@ -6,13 +6,15 @@
 
 Each run starts a fresh server with fresh SQLite storage, warms it up, measures it
 (``coordination.bench``) and stops it: first arc.py 0.0.1 (from its PyPI sdist, cached
-in .cache/arc-sdist, with its relay on a spool directory), then this hub
-(``manage.py up --quiet`` with a temporary ARC_HOME). The two never run at the same
-time, so neither shares the CPU with the other; the load generator does share it with
-the hub under test. arc.py sleep-polls its database (250 ms long-poll and relay, 500 ms
-SSE), so its push and relay messages are spaced by random pauses up to 500 ms: a fixed
-short pause would always land at the same point of its sleep. This hub is pushed to,
-and gets pauses up to 50 ms.
+in .cache/arc-sdist; its server starts its file-spool relay on ``--spool-dir``), then
+this hub (``manage.py up --quiet --spool-dir`` with a temporary ARC_HOME; its relay runs
+inside ``up``). Both relays are measured on the spool directory the server was given;
+a relay that never answers is reported as ``no response``. The two never run at the
+same time, so neither shares the CPU with the other; the load generator does share it
+with the hub under test. arc.py sleep-polls its database (250 ms long-poll and relay,
+500 ms SSE), so its push messages, relay requests and relay bursts are spaced by random
+pauses up to 500 ms: a fixed short pause would always land at the same point of its
+sleep. This hub is pushed to, and gets pauses up to 50 ms.
 
 Prints the medians side by side with the ratio hub/arc.py as JSON on stdout and as a
 markdown table (for README's Performance section) on stderr.
@@ -87,25 +89,18 @@ def wait_up(url: str, proc: subprocess.Popen[bytes], timeout: float = 60) -> Non
     raise RuntimeError(f"{url} did not come up")
 
 
-def hub_has_relay() -> bool:
-    """This hub's relay (SPEC section 5) is timed once it exists; until then the bench says 'not implemented'."""
-    return (ROOT / "relay" / "management" / "commands" / "relay.py").exists()
-
-
-def start(kind: str, workdir: Path) -> tuple[str, subprocess.Popen[bytes], str | None]:
-    """Start a fresh server; returns its URL, process and the spool directory its relay serves (or None)."""
+def start(kind: str, workdir: Path) -> tuple[str, subprocess.Popen[bytes], str]:
+    """Start a fresh server; returns its URL, process and the spool directory its relay serves."""
     port = free_port()
     spool = workdir / "spool"
     if kind == ARC:
         command = [sys.executable, str(arc_py()), "--port", str(port), "--storage", str(workdir / "arc.sqlite3")]
-        command += ["--spool-dir", str(spool), "--quiet"]
         env = dict(os.environ)
-        relay: str | None = str(spool)
     else:
-        command = [sys.executable, str(ROOT / "manage.py"), "up", "--port", str(port), "--quiet"]
+        command = [sys.executable, str(ROOT / "manage.py"), "up", "--port", str(port)]
         env = {k: v for k, v in os.environ.items() if not k.startswith("ARC_")}
-        env |= {"ARC_HOME": str(workdir), "ARC_SPOOL_DIR": str(spool)}
-        relay = str(spool) if hub_has_relay() else None
+        env |= {"ARC_HOME": str(workdir)}
+    command += ["--spool-dir", str(spool), "--quiet"]  # the same flag on both; each starts its relay on it
     proc = subprocess.Popen(command, cwd=workdir, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -113,7 +108,7 @@ def start(kind: str, workdir: Path) -> tuple[str, subprocess.Popen[bytes], str |
     except BaseException:
         proc.kill()
         raise
-    return url, proc, relay
+    return url, proc, str(spool)
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
@@ -128,11 +123,12 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
 def measure(kind: str, config: bench.BenchConfig, tmp: Path, run: int) -> dict[str, Any]:
     workdir = tmp / f"{kind}-{run}"
     workdir.mkdir()
-    url, proc, relay = start(kind, workdir)
+    url, proc, spool = start(kind, workdir)
     try:
-        warm = replace(config, url=url, only=("posts", "push"), concurrency=(8,), posts=300)
-        bench.run(replace(warm, push_transports=("longpoll", "sse"), push_messages=5, push_max_sec=5))
-        return bench.run(replace(config, url=url, spool_dir=relay), log=lambda line: log(f"  {kind} {line}"))
+        warm = replace(config, url=url, only=("posts", "push", "relay"), concurrency=(8,), posts=300, spool_dir=spool)
+        warm = replace(warm, push_transports=("longpoll", "sse"), push_messages=5, push_max_sec=5, relay_requests=3)
+        bench.run(warm)
+        return bench.run(replace(config, url=url, spool_dir=spool), log=lambda line: log(f"  {kind} {line}"))
     finally:
         stop(proc)
 

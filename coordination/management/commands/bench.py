@@ -24,8 +24,9 @@ def _names(raw: str) -> tuple[str, ...]:
 class Command(BaseCommand):
     help = (
         "Measure a running hub (this one or arc.py) over HTTP: post throughput at concurrency 1/8/32, push "
-        "latency over long-poll, SSE and WebSocket, SSE fan-out, relay round trip, claim races and idle "
-        "connections (SPEC section 10). Prints the result as JSON on stdout and a table on stderr."
+        "latency over long-poll, SSE and WebSocket, SSE fan-out, relay round trip (one at a time, and bursts "
+        "of 20 agents x 5 requests at once), claim races and idle connections (SPEC section 10). Prints the "
+        "result as JSON on stdout and a table on stderr."
     )
     requires_system_checks: list[str] = []  # a hub client: it never opens the database itself
 
@@ -55,7 +56,10 @@ class Command(BaseCommand):
         g.add_argument("--fanout-messages", type=int, default=d.fanout_messages)
         g.add_argument("--fanout-spacing-ms", type=float, default=d.fanout_spacing_ms)
         g.add_argument("--spool-dir", metavar="DIR", help="relay spool to time (without it: 'not implemented')")
-        g.add_argument("--relay-requests", type=int, default=d.relay_requests)
+        g.add_argument("--relay-requests", type=int, default=d.relay_requests, help="requests one at a time")
+        g.add_argument("--burst-agents", type=int, default=d.relay_burst_agents, help="agents writing at once")
+        g.add_argument("--burst-per-agent", type=int, default=d.relay_burst_per_agent, help="requests each, per burst")
+        g.add_argument("--bursts", type=int, default=d.relay_bursts, help="relay bursts, latencies pooled")
         g.add_argument("--racers", type=int, default=d.racers, help="clients per claim race")
         g.add_argument("--races", type=int, default=d.races)
         g.add_argument("--idle", type=int, default=d.idle_connections, help="idle connections to hold open")
@@ -80,6 +84,9 @@ class Command(BaseCommand):
             fanout_spacing_ms=options["fanout_spacing_ms"],
             spool_dir=options["spool_dir"],
             relay_requests=options["relay_requests"],
+            relay_burst_agents=options["burst_agents"],
+            relay_burst_per_agent=options["burst_per_agent"],
+            relay_bursts=options["bursts"],
             racers=options["racers"],
             races=options["races"],
             idle_connections=options["idle"],
