@@ -1,5 +1,6 @@
 """ASGI entry point: Django (REST, long-poll, SSE, dashboard, static files) behind the request-size guard,
-and the WebSocket protocol at ``/v1/ws`` (SPEC section 4, ``coordination.consumers``).
+the MCP tools at ``/mcp`` (SPEC section 6, ``mcpserver.http``), and the WebSocket protocol at ``/v1/ws``
+(SPEC section 4, ``coordination.consumers``).
 """
 
 from __future__ import annotations
@@ -72,6 +73,7 @@ from django.urls import path, re_path  # noqa: E402
 from coordination.api import envelope  # noqa: E402
 from coordination.consumers import HubConsumer, NoRouteConsumer  # noqa: E402  (needs Django set up first)
 from coordination.middleware import ArcEdgeMiddleware, BodyLimit  # noqa: E402
+from mcpserver import http as mcp_http  # noqa: E402
 
 
 class StaticFiles(ASGIStaticFilesHandler):
@@ -98,4 +100,4 @@ class StaticFiles(ASGIStaticFilesHandler):
 django_app = StaticFiles(PathRouter(ApiASGIHandler(), HubASGIHandler()))  # type: ignore[arg-type]
 # ALLOWED_HOSTS is "*": who may connect is decided per socket (loopback, or remote access on).
 websockets = URLRouter([path("v1/ws", HubConsumer.as_asgi()), re_path(r"", NoRouteConsumer.as_asgi())])
-application = ProtocolTypeRouter({"http": BodyLimit(django_app), "websocket": websockets})
+application = ProtocolTypeRouter({"http": BodyLimit(mcp_http.mount(django_app)), "websocket": websockets})

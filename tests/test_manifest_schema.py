@@ -382,6 +382,7 @@ def test_manifest_is_served_at_v1_manifest_and_at_root_for_json_clients(anyone, 
         "websocket": "/v1/ws",
         "stream": "/v1/stream",
         "metrics": "/metrics",
+        "mcp": "/mcp",
     }
     assert len(by_url["first_five_calls"]) == 5
     for step in by_url["first_five_calls"]:

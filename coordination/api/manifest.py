@@ -176,6 +176,9 @@ def build(request: HttpRequest) -> dict[str, Any]:
             "websocket": "/v1/ws",
             "stream": "/v1/stream",
             "metrics": "/metrics",
+            # MCP tools over streamable HTTP (mounted in the ASGI app, not the URLconf): key → agent,
+            # or ?agent=NAME from loopback without a key.
+            "mcp": "/mcp",
         },
         "auth": {
             "mode": settings.ARC_AUTH,

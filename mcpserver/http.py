@@ -1,0 +1,207 @@
+"""``/mcp``: the MCP tools over streamable HTTP, inside the hub's ASGI app (SPEC section 6).
+
+Who is calling is decided here, once per request, by the REST edge's rules
+(``coordination.access.resolve``): a Bearer agent key acts as its agent (401 for a
+bad, revoked or expired key); a loopback client without a key, under
+``ARC_AUTH=loopback-open``, names its agent with ``?agent=NAME`` (or an
+``X-Arc-Agent`` header); a remote client needs a key and is refused (403) while
+remote access is off. ``?capabilities=a,b`` (or ``X-Arc-Capabilities``) are declared
+when the agent's session is opened. Refusals are Arc error envelopes, as on ``/v1``.
+
+The SDK's transport runs stateless (``stateless_http=True``): no session lives in a
+worker, so any hub process can answer any request. Its session manager normally
+starts in the ASGI lifespan, which Daphne never sends, so it is started on the first
+request (again if the event loop changed) and stopped when Twisted's reactor shuts
+down. The SDK's own DNS-rebinding check is replaced by one that applies where it
+matters: an unkeyed request (which may act as any agent) must name a loopback host or
+one of ``ARC_ALLOWED_HOSTS``, so a web page that rebinds its name to 127.0.0.1
+cannot drive the tools; a keyed request proves itself by its key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sys
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.transport_security import TransportSecuritySettings
+
+from coordination import access, hub
+from coordination.errors import ArcError, Forbidden, Invalid
+from coordination.middleware import is_loopback
+from mcpserver.backend import Backend, hub_error
+from mcpserver.local import LocalBackend
+from mcpserver.tools import build_server
+
+log = logging.getLogger("arc.mcp")
+
+PATH = "/mcp"
+SCOPE_KEY = "arc.mcp"
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
+
+Scope = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Caller:
+    identity: access.Identity
+    agent_id: str
+    capabilities: list[str]
+
+
+async def backend_for(ctx: Context) -> Backend:
+    """The in-process backend of the caller this request was resolved to (see ``McpEndpoint``)."""
+    request = ctx.request_context.request
+    caller = getattr(request, "scope", {}).get(SCOPE_KEY)
+    if not isinstance(caller, Caller):  # only reachable if the endpoint was bypassed: fail closed
+        raise hub_error("the request was not authenticated", 401)
+    backend = LocalBackend(caller.agent_id, caller.identity, capabilities=caller.capabilities)
+    await backend.start()
+    return backend
+
+
+class McpEndpoint:
+    """ASGI app for ``/mcp``: resolve the caller, then hand the request to the SDK's transport."""
+
+    def __init__(self) -> None:
+        self._app: Any = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._lock: asyncio.Lock | None = None
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        send = _stamped(send)
+        try:
+            caller = await _caller(scope)
+        except ArcError as exc:
+            await _refuse(send, getattr(exc, "status", 400), exc.message)
+            return
+        app = await self._running()
+        await app({**scope, SCOPE_KEY: caller}, receive, send)
+
+    async def _running(self) -> Any:
+        loop = asyncio.get_running_loop()
+        if self._app is not None and self._loop is loop:
+            return self._app
+        if self._lock is None or self._loop is not loop:
+            self._lock, self._loop, self._app = asyncio.Lock(), loop, None
+        async with self._lock:
+            if self._app is None:
+                self._app = await self._start(loop)
+        return self._app
+
+    async def _start(self, loop: asyncio.AbstractEventLoop) -> Any:
+        server: MCPServer = build_server(backend_for, tools="all")
+        app = server.streamable_http_app(
+            streamable_http_path=PATH,
+            stateless_http=True,
+            transport_security=TransportSecuritySettings(enable_dns_rebinding_protection=False),
+        )
+        started, stop = asyncio.Event(), asyncio.Event()
+
+        async def run() -> None:
+            async with server.session_manager.run():
+                started.set()
+                await stop.wait()
+
+        task = loop.create_task(run())
+        task.add_done_callback(_log_failure)
+        await started.wait()
+        self._stop = stop
+        _on_reactor_shutdown(lambda: loop.call_soon_threadsafe(stop.set))
+        return app
+
+
+def _log_failure(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("the MCP session manager stopped", exc_info=task.exception())
+
+
+def _on_reactor_shutdown(callback: Any) -> None:
+    """Stop the session manager with Daphne (Twisted), which would otherwise wait on it at SIGTERM."""
+    if "twisted.internet.reactor" not in sys.modules:
+        return
+    from twisted.internet import reactor
+
+    reactor.addSystemEventTrigger("before", "shutdown", callback)  # type: ignore[arg-type]  # (zope interface stubs)
+
+
+async def _caller(scope: Scope) -> Caller:
+    headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+    client = scope.get("client")
+    loopback = is_loopback(client[0] if client else None)
+    authorization = headers.get("authorization")
+    if authorization or not loopback:
+        identity = await sync_to_async(access.resolve)(authorization=authorization, loopback=loopback)
+    else:
+        identity = access.resolve(authorization=None, loopback=loopback)
+    if identity.key_id is None:
+        _check_host(headers)
+    query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+    named = (query.get("agent") or [headers.get("x-arc-agent", "")])[-1].strip()
+    agent_id = identity.act_as(named or None, "agent")
+    if not agent_id:
+        raise Invalid(f"name the agent: {PATH}?agent=NAME (or an X-Arc-Agent header), or send an agent key")
+    raw_caps = (query.get("capabilities") or [headers.get("x-arc-capabilities", "")])[-1]
+    capabilities = [c.strip() for c in raw_caps.split(",") if c.strip()]
+    return Caller(identity=identity, agent_id=str(agent_id), capabilities=capabilities)
+
+
+def _check_host(headers: dict[str, str]) -> None:
+    """An unkeyed request must be addressed to a loopback name (or a configured host), from such an origin."""
+    allowed = LOOPBACK_HOSTS | {h for h in settings.ALLOWED_HOSTS if h != "*"}
+    host = _hostname(headers.get("host", ""))
+    if host not in allowed:
+        raise Forbidden(f"{PATH} without an agent key answers requests to a loopback host only, not {host or '(none)'}")
+    origin = headers.get("origin")
+    if origin and _hostname(urlsplit(origin).netloc) not in allowed:
+        raise Forbidden(f"{PATH} without an agent key refuses requests from the web origin {origin}")
+
+
+def _hostname(netloc: str) -> str:
+    netloc = netloc.strip().lower()
+    if netloc.startswith("["):
+        return netloc.split("]", 1)[0] + "]"
+    return netloc.rsplit(":", 1)[0] if netloc.count(":") == 1 else netloc
+
+
+def _stamped(send: Any) -> Any:
+    """Every answer carries ``X-Arc-Instance``, as the rest of the hub's answers do."""
+
+    async def stamped(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            instance = hub.cached_instance_id() or await sync_to_async(hub.instance_id)()
+            message = {**message, "headers": [*message.get("headers", []), (b"x-arc-instance", instance.encode())]}
+        await send(message)
+
+    return stamped
+
+
+async def _refuse(send: Any, status: int, message: str) -> None:
+    body = json.dumps({"ok": False, "error": message}).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if status == 401:
+        headers.append((b"www-authenticate", b'Bearer realm="arc"'))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def mount(app: Any) -> Any:
+    """``app`` with ``/mcp`` (and ``/mcp/...``) answered by the MCP endpoint."""
+    endpoint = McpEndpoint()
+
+    async def router(scope: Scope, receive: Any, send: Any) -> None:
+        path = scope.get("path", "")
+        if scope["type"] == "http" and (path == PATH or path.startswith(PATH + "/")):
+            await endpoint(scope, receive, send)
+        else:
+            await app(scope, receive, send)
+
+    return router
