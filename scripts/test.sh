@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# Install the test dependencies and run the whole suite: ruff, mypy, then pytest on
-# SQLite and again on PostgreSQL. This is the one test command (README, .ci/run).
+# Install the test dependencies and run the whole suite: ruff, mypy, then pytest on SQLite
+# and on PostgreSQL, side by side. This is the one test command (README, .ci/run).
 #
 #   scripts/test.sh              # everything
 #   scripts/test.sh -k claims    # extra arguments go to both pytest runs
 #
-# Redis: ARC_TEST_REDIS_URL (default redis://127.0.0.1:6379/7), started or installed the same way.
+# Redis: ARC_TEST_REDIS_URL (default redis://127.0.0.1:6379/7) for the SQLite run and
+# ARC_TEST_REDIS_URL_PG (default: database 8 of the same server) for the PostgreSQL run,
+# started or installed the same way.
 # PostgreSQL: uses ARC_TEST_POSTGRES_URL (default postgres://postgres@127.0.0.1:5432/postgres),
 # starting the local cluster if it is installed but down, installing it with apt-get when
 # missing and we are root. Where it still cannot be reached, the PostgreSQL run is skipped
@@ -91,12 +93,51 @@ else
   say "Redis UNAVAILABLE at $REDIS_URL: its channel-layer tests will be skipped (reason printed by pytest)"
 fi
 
-say "pytest on SQLite"
-env -u ARC_DATABASE_URL .venv/bin/pytest "$@"
+# arc.py (the reference the interop tests run) is fetched once here, so the two runs below
+# do not both download it into .cache at the same moment.
+.venv/bin/python - <<'PY' || true
+try:
+    from tests.arcref import arc_py_path
+    print("arc.py reference:", arc_py_path())
+except BaseException as exc:  # pytest.skip raises: offline, the tests say why
+    print("arc.py reference unavailable:", exc)
+PY
 
+# The SQLite and PostgreSQL runs go side by side (each mostly waits on hub processes and
+# sockets), each on its own Redis database; ARC_TEST_SERIAL=1 runs them one after the other.
+PG_REDIS_URL=${ARC_TEST_REDIS_URL_PG:-${REDIS_URL%/*}/8}
+pg_pid=""
+pg_log=$(mktemp)
 if ensure_postgres; then
-  say "pytest on PostgreSQL ($PG_URL)"
-  ARC_DATABASE_URL="$PG_URL" .venv/bin/pytest "$@"
+  run_pg() { ARC_DATABASE_URL="$PG_URL" ARC_TEST_REDIS_URL="$PG_REDIS_URL" .venv/bin/pytest "$@"; }
+  if [ "${ARC_TEST_SERIAL:-0}" = 1 ]; then
+    say "pytest on SQLite"
+    env -u ARC_DATABASE_URL .venv/bin/pytest "$@"
+    say "pytest on PostgreSQL ($PG_URL)"
+    run_pg "$@"
+    exit 0
+  fi
+  say "pytest on PostgreSQL ($PG_URL) started beside the SQLite run; its output follows"
+  run_pg "$@" >"$pg_log" 2>&1 &
+  pg_pid=$!
 else
   say "PostgreSQL run SKIPPED: no server reachable at $PG_URL and none could be started or installed here"
+fi
+
+say "pytest on SQLite"
+set +e
+env -u ARC_DATABASE_URL .venv/bin/pytest "$@"
+sqlite_status=$?
+pg_status=0
+if [ -n "$pg_pid" ]; then
+  wait "$pg_pid"
+  pg_status=$?
+  say "pytest on PostgreSQL ($PG_URL)"
+  cat "$pg_log"
+fi
+rm -f "$pg_log"
+set -e
+if [ "$sqlite_status" != 0 ] || [ "$pg_status" != 0 ]; then
+  say "FAILED: SQLite run exit $sqlite_status, PostgreSQL run exit $pg_status"
+  exit 1
 fi
