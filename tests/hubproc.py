@@ -161,3 +161,22 @@ def running_hub(home: Path, **kwargs: Any) -> Iterator[Hub]:
             yield hub
         finally:
             hub.stop()
+
+
+def manage(hub: Hub, *args: str) -> str:
+    """Run ``manage.py`` beside a live hub (its environment and data), as an operator would; its stdout."""
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "manage.py"), *args],
+        env=hub.env,
+        cwd=str(hub.home),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+def mint_key(hub: Hub, agent: str, *flags: str) -> str:
+    """An agent key for a live hub, minted with ``manage.py invite AGENT --key-only [flags]``."""
+    return manage(hub, "invite", agent, "--key-only", *flags)

@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
-import sys
 import time
 from collections import Counter, deque
 from collections.abc import Iterator
@@ -36,7 +34,7 @@ from django.utils import timezone
 from arcsite.asgi import application
 from coordination import events, services
 from coordination.models import AgentKey, Message, Task
-from tests.hubproc import ROOT, Hub
+from tests.hubproc import Hub, manage, mint_key
 
 LOOPBACK = "127.0.0.1"
 WITHIN_SEC = 1.0  # SPEC 3: revoked or expired keys' connections close within a second
@@ -45,22 +43,8 @@ WITHIN_SEC = 1.0  # SPEC 3: revoked or expired keys' connections close within a 
 # ── SSE against a live hub, keys managed from the command line ────────────
 
 
-def manage(hub: Hub, *args: str) -> str:
-    """Run ``manage.py`` against the live hub's data, as an operator beside it would."""
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "manage.py"), *args],
-        env=hub.env,
-        cwd=str(hub.home),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 0, result.stderr
-    return result.stdout.strip()
-
-
 def invite(hub: Hub, agent: str, *options: str) -> str:
-    return manage(hub, "invite", agent, "--key-only", *options)
+    return mint_key(hub, agent, *options)
 
 
 def key_id(secret: str) -> str:

@@ -17,8 +17,6 @@ import itertools
 import json
 import os
 import queue
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -37,7 +35,7 @@ from coordination.client import (
     _spool_name,
 )
 from tests import arcref
-from tests.hubproc import ROOT, Hub, running_hub
+from tests.hubproc import Hub, mint_key, running_hub
 
 # A message posted over HTTP reaches a waiting relay long-poll well inside this: the hub
 # wakes the long-poll on commit, and the client looks for the answer every 50 ms at most.
@@ -97,20 +95,6 @@ def carol(hub: Hub) -> ArcClient:
     client = ArcClient.quickstart("carol", hub.url)
     client.bootstrap()
     return client
-
-
-def mint_key(hub: Hub, agent: str, *flags: str) -> str:
-    """A key minted beside the live hub (``manage.py invite``), as an operator would."""
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "manage.py"), "invite", agent, "--key-only", *flags],
-        env=hub.env,
-        cwd=str(hub.home),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 0, result.stderr
-    return result.stdout.strip()
 
 
 @pytest.fixture(scope="module")

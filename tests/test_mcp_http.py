@@ -22,6 +22,7 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
 from tests.hubproc import ROOT, Hub, running_hub
+from tests.hubproc import mint_key as invite
 from tests.test_mcp import call, error
 
 pytestmark = pytest.mark.live
@@ -38,19 +39,6 @@ INITIALIZE = {
 def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
     with running_hub(tmp_path_factory.mktemp("mcp-http") / "hub") as live:
         yield live
-
-
-def invite(hub: Hub, agent: str, *args: str) -> str:
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "manage.py"), "invite", agent, "--key-only", *args],
-        env=hub.env,
-        cwd=str(hub.home),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 0, result.stderr
-    return result.stdout.strip()
 
 
 def raw_post(url: str, headers: dict[str, str] | None = None) -> tuple[int, dict[str, Any] | str]:

@@ -25,7 +25,7 @@ import pytest
 
 from relay.server import RelayRequest, RelayServer
 from relay.spool import safe_agent_dir
-from tests.hubproc import ROOT, Hub
+from tests.hubproc import ROOT, Hub, mint_key
 
 LIMIT = 64_000
 
@@ -302,15 +302,7 @@ def test_the_hub_serves_its_relay_under_the_same_rules_as_http(spool_hub: tuple[
 @pytest.mark.live
 def test_a_key_in_the_envelope_acts_as_its_agent_and_a_wrong_one_is_401(spool_hub: tuple[Hub, Path]) -> None:
     hub, spool = spool_hub
-    key = subprocess.run(
-        [sys.executable, str(ROOT / "manage.py"), "invite", "carol", "--key-only"],
-        env=hub.env,
-        cwd=str(hub.home),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    ).stdout.strip()
+    key = mint_key(hub, "carol")
 
     mine = arc_relay_call(spool, "carol", "POST", "/v1/messages", {"body": "signed"}, key=key)
     theirs = arc_relay_call(spool, "carol", "POST", "/v1/messages", {"from_agent": "bob", "body": "x"}, key=key)

@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
-import sys
 import threading
 import time
 from collections import deque
@@ -46,7 +44,7 @@ from coordination.client import ArcError as ClientError
 from coordination.errors import Conflict, Invalid, NotFound
 from coordination.models import Claim, Message, Room, Session
 from tests.conftest import Persona
-from tests.hubproc import ROOT, Hub, live_database, start_hub
+from tests.hubproc import Hub, live_database, mint_key, start_hub
 from tests.test_push import REDIS_URL, _redis_reachable
 
 WITHIN_SEC = 1.0  # a waiting reader hears of a close within this
@@ -738,16 +736,7 @@ async def test_a_socket_subscribed_to_other_rooms_gets_no_room_event(fresh_hub):
 
 def _admin_key(hub: Hub) -> str:
     """An admin key minted beside the live hub (``manage.py invite --admin``), as an operator would."""
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "manage.py"), "invite", "root", "--admin", "--key-only"],
-        env=hub.env,
-        cwd=str(hub.home),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 0, result.stderr
-    return result.stdout.strip()
+    return mint_key(hub, "root", "--admin")
 
 
 def _as(key: str, hub: Hub, method: str, path: str, payload: Any = None) -> tuple[int, dict[str, Any]]:

@@ -24,7 +24,7 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 
 from tests.arcref import arc, arc_py_path
-from tests.hubproc import ROOT, Hub, hub_env, running_hub
+from tests.hubproc import ROOT, Hub, hub_env, mint_key, running_hub
 
 ROLES = ("smoke-a", "smoke-b", "smoke-c")
 
@@ -259,18 +259,6 @@ def test_manage_py_smoke_with_agent_keys_on_a_hub_that_requires_them(tmp_path: P
     assert "key" in without[1].split('at step "open session": ', 1)[1].lower()  # refused for want of a key
     assert keyed[0] == 0, keyed[1]
     assert "smoke passed: smoke-a (http), smoke-b (relay), smoke-c (http)" in keyed[1]
-
-
-def mint_key(hub: Hub, agent: str) -> str:
-    return subprocess.run(
-        [sys.executable, str(ROOT / "manage.py"), "invite", agent, "--key-only"],
-        env=hub.env,
-        cwd=str(hub.home),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    ).stdout.strip()
 
 
 # ── failures ─────────────────────────────────────────────────────────────────
