@@ -212,7 +212,7 @@ class HubConsumer(AsyncWebsocketConsumer):
         )
 
     async def _discover(self, data: Frame, frame_id: FrameId) -> None:
-        agents = await database_sync_to_async(_roster)(data.get("capability"))
+        agents = await database_sync_to_async(services.sessions_roster)(capability=data.get("capability"))
         await self._send(frames.reply("agents", frame_id, agents=agents))
 
     async def _post(self, data: Frame, frame_id: FrameId) -> None:
@@ -449,11 +449,6 @@ def _session_open(data: Frame) -> tuple[Session, int]:
     return session, selectors.message_newest_id()
 
 
-def _roster(capability: str | None) -> list[dict[str, Any]]:
-    services.sessions_prune_expired()
-    return [agent.as_wire() for agent in selectors.agents_live(capability=capability)]
-
-
 def _receipt(message: Message) -> tuple[dict[str, Any], dict[str, Any]]:
     return message.as_wire(), selectors.post_receipt(message)
 
@@ -466,7 +461,7 @@ def _inbox_lease(agent_id: str, data: Frame) -> list[dict[str, Any]]:
     leased = services.inbox_lease(
         agent_id=agent_id, max_messages=data.get("max", 10), lease_sec=data.get("lease_sec", 60)
     )
-    return [{**d.message.as_wire(), "delivery": d.as_wire()} for d in leased]
+    return [selectors.leased_wire(d) for d in leased]
 
 
 def _task_delegate(agent_id: str, data: Frame) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:

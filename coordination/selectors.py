@@ -179,6 +179,21 @@ def deliveries_list(*, agent_id: str | None = None, state: str | None = None, li
     return list(rows.order_by("-message_id", "agent_id")[:limit])
 
 
+def leased_wire(delivery: Delivery) -> dict[str, Any]:
+    """A leased direct message as a lease answers it: the message plus its ``delivery``."""
+    return {**delivery.message.as_wire(), "delivery": delivery.as_wire()}
+
+
+def feed_cursor(agent_id: str) -> int:
+    """How far ``agent_id``'s whole feed has been handed out (its ``FeedCursor``; 0 if never)."""
+    return int(FeedCursor.objects.filter(agent_id=agent_id).values_list("delivered_id", flat=True).first() or 0)
+
+
+def session_live(agent_id: str) -> Session | None:
+    """``agent_id``'s live session, if it has one."""
+    return Session.objects.live(settings.ARC_PRESENCE_TTL_SEC).filter(agent_id=agent_id).first()
+
+
 def delivery_wire(delivery: Delivery) -> dict[str, Any]:
     """A delivery as the wire shows it: the record plus its message."""
     return {**delivery.as_wire(), "message": delivery.message.as_wire()}
@@ -225,6 +240,8 @@ def tasks_list(
     thread_id: str | None = None,
     assignee: str | None = None,
 ) -> list[Task]:
+    if status is not None and status not in Task.Status.values:
+        raise Invalid(f"status must be one of {', '.join(Task.Status.values)}")
     rows = Task.objects.all()
     if parent_id is not None:
         rows = rows.filter(parent_id=parent_id)

@@ -165,6 +165,12 @@ def sessions_prune_expired() -> list[Session]:
     return expired
 
 
+def sessions_roster(*, capability: str | None = None) -> list[dict[str, Any]]:
+    """The live agents (``capability`` filters), as the wire shows them, after expiring stale sessions."""
+    sessions_prune_expired()
+    return [session.as_wire() for session in selectors.agents_live(capability=capability)]
+
+
 def _recover_work_of(agent_id: str) -> None:
     now = timezone.now()
     for claim in Claim.objects.active(now).filter(owner_agent_id=agent_id):

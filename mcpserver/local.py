@@ -20,7 +20,6 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from asgiref.sync import sync_to_async
-from django.conf import settings
 
 from coordination import access, search, selectors, services
 from coordination.access import Identity
@@ -28,7 +27,6 @@ from coordination.api import serializers as s
 from coordination.api.streams import _long_poll  # the long-poll the /v1/events view answers with
 from coordination.errors import ArcError
 from coordination.feeds import DeliveryMarker, FeedFilter, MessageFeed
-from coordination.models import FeedCursor, Session, Task
 from mcpserver.backend import POLL_LIMIT, hub_error
 
 T = TypeVar("T")
@@ -73,7 +71,7 @@ class LocalBackend:
             "keyed": who.key_id is not None,
             "key_rooms": sorted(who.rooms),
             "admin": who.admin,
-            "cursor": await _db(_cursor_of, self.agent_id),
+            "cursor": await _db(selectors.feed_cursor, self.agent_id),
         }
 
     async def post(
@@ -121,7 +119,7 @@ class LocalBackend:
             rooms=who.visible_rooms(),
             exclude_self=True,
         )
-        since = max(_cursors.get(self.agent_id, 0), await _db(_cursor_of, self.agent_id))
+        since = max(_cursors.get(self.agent_id, 0), await _db(selectors.feed_cursor, self.agent_id))
         marker = DeliveryMarker(flt)
         try:
             rows, _closed = await _long_poll(flt, since, POLL_LIMIT, timeout, marker, room=channel)
@@ -135,7 +133,7 @@ class LocalBackend:
         return rows
 
     async def agents(self, *, capability: str | None) -> list[dict[str, Any]]:
-        return await _db(_roster, capability)
+        return await _db(services.sessions_roster, capability=capability)
 
     async def create_channel(self, *, name: str) -> dict[str, Any]:
         data = _guard(
@@ -187,8 +185,6 @@ class LocalBackend:
     async def tasks(
         self, *, status: str | None, assignee: str | None, channel: str | None, thread_id: str | None
     ) -> list[dict[str, Any]]:
-        if status is not None and status not in Task.Status.values:
-            raise hub_error(f"status must be one of {', '.join(Task.Status.values)}", 400)
         rows = await _db(selectors.tasks_list, status=status, assignee=assignee, channel=channel, thread_id=thread_id)
         return [wire for wire in (t.as_wire() for t in rows) if self.identity.may_see_task(wire)]
 
@@ -289,19 +285,11 @@ def _present(raw: dict[str, Any]) -> dict[str, Any]:
 
 
 def _session_ensure(agent_id: str, capabilities: list[str]) -> dict[str, Any]:
-    live = Session.objects.live(_presence_ttl()).filter(agent_id=agent_id).first()
+    live = selectors.session_live(agent_id)
     if live is None:
         return services.session_create(agent_id=agent_id, capabilities=capabilities, replace=True).as_wire()
     services.session_touch(agent_id=agent_id)
     return live.as_wire()
-
-
-def _presence_ttl() -> int:
-    return int(settings.ARC_PRESENCE_TTL_SEC)
-
-
-def _cursor_of(agent_id: str) -> int:
-    return int(FeedCursor.objects.filter(agent_id=agent_id).values_list("delivered_id", flat=True).first() or 0)
 
 
 def _message_post(data: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -309,16 +297,11 @@ def _message_post(data: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]
     return message.as_wire(), selectors.post_receipt(message)
 
 
-def _roster(capability: str | None) -> list[dict[str, Any]]:
-    services.sessions_prune_expired()
-    return [a.as_wire() for a in selectors.agents_live(capability=capability)]
-
-
 def _inbox_lease(agent_id: str, data: dict[str, Any]) -> list[dict[str, Any]]:
     leased = services.inbox_lease(
         agent_id=agent_id, max_messages=data.get("max", 10), lease_sec=data.get("lease_sec", 60)
     )
-    return [{**d.message.as_wire(), "delivery": d.as_wire()} for d in leased]
+    return [selectors.leased_wire(d) for d in leased]
 
 
 def identity_for(authorization: str | None, *, loopback: bool) -> Identity:

@@ -145,11 +145,6 @@ async def events(request: HttpRequest) -> HttpResponse:
     return _poll_answer(*await _long_poll(flt, since_id, limit, timeout, DeliveryMarker(flt), room=flt.channel))
 
 
-def _roster(capability: str | None) -> list[dict[str, Any]]:
-    services.sessions_prune_expired()
-    return [a.as_wire() for a in selectors.agents_live(capability=capability)]
-
-
 @endpoint("GET")
 async def agents(request: HttpRequest) -> HttpResponse:
     """Live agents (``capability=`` filters). ``wait_for=N&timeout=S`` waits until N are live.
@@ -160,14 +155,16 @@ async def agents(request: HttpRequest) -> HttpResponse:
     q = request.GET
     capability = query_str(q, "capability")
     wait_for = query_int(q, "wait_for", 0, minimum=0)
-    roster = await sync_to_async(_roster)(capability)
+    roster = await sync_to_async(services.sessions_roster)(capability=capability)
     if not wait_for:
         return envelope.ok(roster)
     deadline = time.monotonic() + query_timeout(q)
     async with Presence() as presence:
-        roster = await sync_to_async(_roster)(capability)  # again, now that no change can be missed
+        roster = await sync_to_async(services.sessions_roster)(
+            capability=capability
+        )  # again, now that no change can be missed
         while len(roster) < wait_for and await presence.changed(deadline - time.monotonic()):
-            roster = await sync_to_async(_roster)(capability)
+            roster = await sync_to_async(services.sessions_roster)(capability=capability)
     return envelope.ok(roster, ready=len(roster) >= wait_for)
 
 
