@@ -195,6 +195,7 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",  # Swagger UI's files, served by the hub itself (offline)
     "channels",
     "django_htmx",
+    "template_partials",  # {% partialdef %}: the dashboard's live regions (built into Django 6 only)
     "coordination",
     "relay",
     "dashboard",
@@ -217,6 +218,9 @@ MIDDLEWARE = [
 ARC_API_MIDDLEWARE = ["coordination.middleware.ArcEdgeMiddleware"]
 
 ROOT_URLCONF = "arcsite.urls"
+# The dashboard (SPEC 7): Django auth; `manage.py login` prints a one-time link.
+LOGIN_URL = "dashboard:login"
+LOGIN_REDIRECT_URL = "dashboard:overview"
 APPEND_SLASH = False
 
 TEMPLATES = [

@@ -141,6 +141,11 @@ class Identity:
             assert self.agent_id is not None
             rate_limiter.charge(self.agent_id)
 
+    @property
+    def task_actor(self) -> str | None:
+        """Who a task change is checked against: ``None`` (any task) for an admin, else this agent."""
+        return None if self.admin else self.agent_id
+
     def require_admin(self, action: str) -> None:
         if not self.admin:
             raise Forbidden(f"{action} needs an admin key (manage.py invite --admin) or a staff login")

@@ -456,3 +456,19 @@ class HubState(models.Model):
 
     def __str__(self) -> str:
         return f"hub born {iso(self.created_at)}"
+
+
+class LoginLink(models.Model):
+    """A one-time link into the dashboard for the local user (SPEC 7), printed by ``up``/``ensure``.
+
+    Only the SHA-256 of the token is stored; the link works once, before ``expires_at``.
+    """
+
+    digest = models.CharField(max_length=64, primary_key=True)
+    username = models.CharField(max_length=150)
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField()
+    used_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"login link for {self.username}"

@@ -12,7 +12,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection
-from django.db.models import Max, Q, QuerySet
+from django.db.models import Exists, Max, OuterRef, Q, QuerySet
 from django.utils import timezone
 
 from coordination.errors import Invalid, NotFound
@@ -375,3 +375,48 @@ def keys_list(*, agent_id: str | None = None, usable_only: bool = True) -> list[
     if agent_id:
         rows = rows.filter(agent_id=agent_id)
     return list(rows.order_by("agent_id", "-created_at"))
+
+
+# ── The humans' dashboard ─────────────────────────────────────────────────
+
+
+def room_messages(*, name: str, limit: int = 100) -> list[Message]:
+    """The newest ``limit`` broadcasts in room ``name``, oldest first (as a chat reads)."""
+    newest = Message.objects.filter(channel=name, to_agent__isnull=True).order_by("-id")[:limit]
+    return list(reversed(newest))
+
+
+def waiting_on(*, operator: str, limit: int = 100) -> list[Message]:
+    """Messages that expect a reply from the human ``operator`` and have none yet, oldest first.
+
+    Those are: any message with ``expects_reply`` naming the operator, and direct messages
+    to the operator that expect a reply from anyone. One stops waiting once the operator
+    replied (``reply_to`` it) or another agent claimed the reply.
+    """
+    answered = Message.objects.filter(reply_to=OuterRef("id"), from_agent=operator)
+    rows = (
+        Message.objects.filter(Q(expects_reply=operator) | (Q(to_agent=operator) & ~Q(expects_reply="none")))
+        .filter(Q(reply_claimed_by__isnull=True) | Q(reply_claimed_by=operator))
+        .exclude(Exists(answered))
+        .order_by("id")
+    )
+    return list(rows[:limit])
+
+
+def tasks_by_status() -> dict[str, list[Task]]:
+    """Every task grouped by lifecycle status, in the lifecycle's order, newest first in each."""
+    grouped: dict[str, list[Task]] = {status: [] for status in Task.Status.values}
+    for task in Task.objects.order_by("-task_id"):
+        grouped.setdefault(task.status, []).append(task)
+    return grouped
+
+
+def deliveries_by_agent(*, limit: int = 500) -> dict[str, dict[str, int]]:
+    """Per recipient, how many deliveries are in each state (the dashboard's queues)."""
+    from django.db.models import Count
+
+    queues: dict[str, dict[str, int]] = defaultdict(dict)
+    counts = Delivery.objects.values_list("agent_id", "state").annotate(n=Count("id")).order_by("agent_id")
+    for agent_id, state, n in counts[:limit]:
+        queues[agent_id][state] = n
+    return dict(queues)

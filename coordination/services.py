@@ -37,6 +37,7 @@ from coordination.models import (
     FeedCursor,
     HubState,
     Lock,
+    LoginLink,
     Message,
     Room,
     Session,
@@ -682,6 +683,44 @@ def lock_release(*, file_path: str, agent_id: str) -> Lock:
         raise NotFound("lock not found or not owned by agent_id")
     session_touch(agent_id=agent_id)
     return lock
+
+
+def claim_force_release(*, claim_key: str, actor: str) -> Claim:
+    """An admin takes back a claim from whoever holds it (dashboard, Django admin).
+
+    The holder is told (a direct ``notice``) and a ``released`` claim event says who
+    forced it. ``NotFound`` when no such claim is held now.
+    """
+    return _lease_force_release(Claim, claim_key, "owner_agent_id", actor)
+
+
+def lock_force_release(*, file_path: str, actor: str) -> Lock:
+    """An admin takes back a file lock from its holder; as ``claim_force_release``."""
+    return _lease_force_release(Lock, file_path, "agent_id", actor)
+
+
+def _lease_force_release(model: type[Claim] | type[Lock], key: str, owner_field: str, actor: str) -> Any:
+    with transaction.atomic():
+        lease = model.objects.filter(pk=key, released_at__isnull=True).first()
+        # Conditional on the holder read just now: a release or takeover in between wins.
+        if lease is None or not model.objects.filter(
+            pk=key, released_at__isnull=True, **{owner_field: getattr(lease, owner_field)}
+        ).update(released_at=timezone.now()):
+            raise NotFound(f"no {model.__name__.lower()} {key} is held")
+        lease.refresh_from_db()
+        holder = getattr(lease, owner_field)
+        noun, what = ("claim", f"claim {key}") if isinstance(lease, Claim) else ("lock", f"lock on {key}")
+        _lease_event(lease, "released", forced_by=actor)
+        message_post(
+            from_agent=SYSTEM_AGENT,
+            to_agent=holder,
+            kind=Message.Kind.NOTICE,
+            body=f"Your {what} was released by {actor}; others may take it now.",
+            thread_id=getattr(lease, "thread_id", None),
+            metadata={f"{noun}_released": key, "released_by": actor},
+            touch=False,
+        )
+        return lease
 
 
 def _lease_acquire(
@@ -1404,3 +1443,54 @@ def key_authenticate(*, presented: str) -> AgentKey:
 def _key_digest(plaintext: str) -> str:
     # Keys carry 256 random bits, so a fast hash is enough: nothing to brute-force.
     return hashlib.sha256(plaintext.encode()).hexdigest()
+
+
+# ── Dashboard login links ─────────────────────────────────────────────────
+
+LOGIN_LINK_TTL = timedelta(hours=24)
+
+
+def login_link_mint(*, username: str) -> str:
+    """A one-time dashboard login token for ``username``, a staff user created if absent.
+
+    Only whoever can run the hub's commands on its storage gets one (``up``, ``ensure``,
+    ``login``), so that user is trusted as an administrator, like a notebook server's owner.
+    The token is returned once; only its hash is kept.
+    """
+    from django.contrib.auth import get_user_model
+
+    username = _required(username, "username")
+    user_model = get_user_model()
+    with transaction.atomic():
+        user, created = user_model.objects.get_or_create(
+            username=username, defaults={"is_staff": True, "is_superuser": True}
+        )
+        if created:
+            user.set_unusable_password()  # the links are the way in; a password can be set in the admin
+            user.save(update_fields=["password"])
+        elif not (user.is_staff and user.is_superuser and user.is_active):
+            user_model.objects.filter(pk=user.pk).update(is_staff=True, is_superuser=True, is_active=True)
+        now = timezone.now()
+        LoginLink.objects.filter(expires_at__lt=now).delete()
+        token = secrets.token_urlsafe(32)
+        LoginLink.objects.create(digest=_key_digest(token), username=username, expires_at=now + LOGIN_LINK_TTL)
+    return token
+
+
+def login_link_redeem(*, token: str) -> Any:
+    """The user a login token lets in, once: a second use, an expired or unknown token is ``Unauthorized``."""
+    from django.contrib.auth import get_user_model
+
+    now = timezone.now()
+    digest = _key_digest(token)
+    with transaction.atomic():
+        # One conditional update: of two tabs opening the same link, one gets in.
+        if not LoginLink.objects.filter(digest=digest, used_at__isnull=True, expires_at__gte=now).update(used_at=now):
+            raise Unauthorized(
+                "this login link is unknown, expired or already used; run `manage.py login` for a new one"
+            )
+        username = LoginLink.objects.get(pk=digest).username
+        user = get_user_model().objects.filter(username=username, is_active=True, is_staff=True).first()
+        if user is None:
+            raise Unauthorized(f"the user {username} of this login link is no longer an active staff user")
+        return user

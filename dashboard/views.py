@@ -1,16 +1,120 @@
-"""The humans' view. For now one read-only page, server-rendered (no JavaScript needed)."""
+"""The humans' view (SPEC section 7): server-rendered pages with htmx live regions.
+
+Every page reads without JavaScript; with it, ``hx-boost`` turns links and forms into
+in-page swaps and the live regions follow ``/live`` (``dashboard.live``). A request from
+htmx for one region (``?partial=<name>``) gets just that named partial of the page's
+template. Each action is parse → the API's access check → one service → back to the
+page, with the outcome as a flash message; domain errors become that message, never a 500.
+"""
 
 from __future__ import annotations
 
-from django.http import HttpRequest, HttpResponse
+import functools
+from collections.abc import Callable
+from typing import Any
+
+from django.contrib import messages
+from django.http import HttpResponse, HttpResponseRedirect
 from django.shortcuts import render
+from django.urls import reverse
 from django.utils.cache import patch_vary_headers
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.views.decorators.http import require_GET, require_POST
 
-from coordination import hub, selectors
+from coordination import access, hub, selectors, services
 from coordination.api import manifest
+from coordination.errors import ArcError, Conflict, Invalid
+from coordination.models import AgentKey, Message
+from dashboard.auth import DashboardRequest, operator_required
+
+LIVE_EVENTS = {
+    # The live regions of each page and the service events that refresh them (dashboard.live).
+    "overview": "agents,rooms,work,waiting",
+    "room": "rooms",
+    "thread": "work",
+    "work": "work",
+    "deliveries": "deliveries",
+    "keys": "keys",
+    "network": "agents",
+    "stats": "agents,rooms,work,deliveries",
+    "waiting": "waiting",
+}
 
 
-def overview(request: HttpRequest) -> HttpResponse:
+def _who(request: DashboardRequest) -> access.Identity:
+    return request.arc_identity
+
+
+def _page(
+    request: DashboardRequest, template: str, context: dict[str, Any], *, page: str, status: int = 200
+) -> HttpResponse:
+    """Render a page, or only its ``?partial=`` region when htmx asks for one."""
+    partial = request.GET.get("partial")
+    if partial and request.htmx and partial.isidentifier():
+        template = f"dashboard/{template}#{partial}"
+    else:
+        template = f"dashboard/{template}"
+    context = {"page": page, "live_events": LIVE_EVENTS.get(page, ""), **context}
+    return render(request, template, context, status=status)
+
+
+def _back(request: DashboardRequest, fallback: str) -> HttpResponseRedirect:
+    """Back to the page the form was on (``next``), if it is one of ours."""
+    target = request.POST.get("next") or ""
+    if not url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()}, require_https=False):
+        target = fallback
+    return HttpResponseRedirect(target or fallback)
+
+
+Action = Callable[..., str]  # (request, identity, *url arguments) -> the success message
+
+
+def action(fallback: str) -> Callable[[Action], Callable[..., HttpResponse]]:
+    """A dashboard action: POST only (with CSRF, by the middleware), signed in, its outcome flashed.
+
+    The wrapped function does the access check and the one service call and returns
+    the success message; an ``ArcError`` (the same the API answers with) becomes an
+    error message. Either way the user lands back on the page the form was on.
+    """
+
+    def wrap(fn: Action) -> Callable[..., HttpResponse]:
+        @operator_required
+        @require_POST
+        @functools.wraps(fn)
+        def handler(request: DashboardRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+            try:
+                done = fn(request, _who(request), *args, **kwargs)
+            except ArcError as exc:
+                messages.error(request, exc.message)
+            else:
+                messages.success(request, done)
+            return _back(request, reverse(fallback))
+
+        return handler
+
+    return wrap
+
+
+def _field(request: DashboardRequest, name: str, *, required: bool = True) -> str:
+    value = request.POST.get(name, "").strip()
+    if required and not value:
+        raise Invalid(f"{name} is required")
+    return value
+
+
+def _int_field(request: DashboardRequest, name: str) -> int:
+    raw = _field(request, name)
+    try:
+        return int(raw)
+    except ValueError as exc:
+        raise Invalid(f"{name} must be a whole number, not {raw[:40]!r}") from exc
+
+
+# ── Overview ─────────────────────────────────────────────────────────────
+
+
+@require_GET
+def overview(request: DashboardRequest) -> HttpResponse:
     # An agent asking for the manifest (SPEC 2) gets it; anyone else gets the page.
     response = manifest.manifest_response(request) if manifest.wants_json(request) else _overview_page(request)
     # The answer depends on Accept; the Link header tells any client where the manifest is.
@@ -19,13 +123,279 @@ def overview(request: HttpRequest) -> HttpResponse:
     return response
 
 
-def _overview_page(request: HttpRequest) -> HttpResponse:
+@operator_required
+def _overview_page(request: DashboardRequest) -> HttpResponse:
+    recent = [m.as_wire() for m in selectors.messages_recent(limit=50)]
     context = {
-        "agents": selectors.agents_live(),
+        "agents": services.sessions_roster(),
         "rooms": selectors.rooms_list(),
         "claims": selectors.claims_list(active_only=True),
         "locks": selectors.locks_list(active_only=True),
-        "recent": selectors.messages_recent(limit=50),
+        "recent": recent,
+        "newest_id": recent[0]["id"] if recent else selectors.message_newest_id(),
+        "waiting": [m.as_wire() for m in selectors.waiting_on(operator=access.OPERATOR)],
         "info": hub.hub_info(),
     }
-    return render(request, "dashboard/overview.html", context)
+    return _page(request, "overview.html", context, page="overview")
+
+
+@operator_required
+@require_GET
+def waiting(request: DashboardRequest) -> HttpResponse:
+    rows = [m.as_wire() for m in selectors.waiting_on(operator=access.OPERATOR)]
+    return _page(request, "waiting.html", {"waiting": rows}, page="waiting")
+
+
+# ── Rooms, messages, threads ─────────────────────────────────────────────
+
+
+@operator_required
+@require_GET
+def room(request: DashboardRequest, name: str) -> HttpResponse:
+    try:
+        room = selectors.room_get(name)
+    except ArcError as exc:
+        return _page(request, "missing.html", {"what": f"room {name}", "reason": exc.message}, page="", status=404)
+    rows = [m.as_wire() for m in selectors.room_messages(name=name)]
+    threads = sorted({m["thread_id"] for m in rows if m["thread_id"]})
+    context = {
+        "room": room,
+        "rows": rows,
+        "threads": threads,
+        "newest_id": selectors.message_newest_id(),
+        "rooms": selectors.rooms_list(),
+    }
+    return _page(request, "room.html", context, page="room")
+
+
+@action("dashboard:overview")
+def room_post(request: DashboardRequest, who: access.Identity, name: str) -> str:
+    """Post as the human, in a room (optionally into a thread, or as a reply)."""
+    thread_id = _field(request, "thread_id", required=False) or None
+    reply_to = int(request.POST["reply_to"]) if request.POST.get("reply_to", "").isdigit() else None
+    return _post(request, who, channel=name, to_agent=None, thread_id=thread_id, reply_to=reply_to)
+
+
+@action("dashboard:waiting")
+def message_reply(request: DashboardRequest, who: access.Identity, message_id: int) -> str:
+    """Reply to a message where it was asked: in its room and thread, or directly to its sender."""
+    asked = selectors.message_get(message_id).as_wire()
+    who.require_party(asked)
+    direct = asked["to_agent"] is not None
+    return _post(
+        request,
+        who,
+        channel=asked["channel"],
+        to_agent=asked["from_agent"] if direct else None,
+        thread_id=asked["thread_id"],
+        reply_to=message_id,
+    )
+
+
+def _post(
+    request: DashboardRequest,
+    who: access.Identity,
+    *,
+    channel: str,
+    to_agent: str | None,
+    thread_id: str | None,
+    reply_to: int | None,
+) -> str:
+    body = request.POST.get("body", "")
+    expects = _field(request, "expects_reply", required=False) or "none"
+    who.check_post(to_agent=to_agent, channel=channel)
+    message = services.message_post(
+        from_agent=str(who.act_as(None, "from_agent") or access.OPERATOR),
+        to_agent=to_agent,
+        channel=channel,
+        body=body,
+        thread_id=thread_id,
+        reply_to=reply_to,
+        expects_reply=expects,
+    )
+    receipt = selectors.post_receipt(message)
+    reached = receipt.get("recipients", 0)
+    return f"Posted message {message.id}; it reached {reached} live agent{'' if reached == 1 else 's'}."
+
+
+@action("dashboard:overview")
+def reply_claim(request: DashboardRequest, who: access.Identity, message_id: int) -> str:
+    """Take the reply to a message (``expects_reply``) as the human, as agents do."""
+    who.require_party(selectors.message_get(message_id).as_wire())
+    message, acquired = services.reply_claim(message_id=message_id, agent_id=who.agent_id or access.OPERATOR)
+    if acquired:
+        return f"You will reply to message {message_id}."
+    raise Conflict(f"{message.reply_claimed_by} already took the reply to message {message_id}")
+
+
+@action("dashboard:overview")
+def room_close(request: DashboardRequest, who: access.Identity, name: str) -> str:
+    who.require_admin("closing a room")
+    _, changed = services.room_close(name=name, actor=who.agent_id or access.OPERATOR)
+    return f"Closed #{name}." if changed else f"#{name} was already closed."
+
+
+@action("dashboard:overview")
+def room_reopen(request: DashboardRequest, who: access.Identity, name: str) -> str:
+    who.require_admin("reopening a room")
+    _, changed = services.room_reopen(name=name, actor=who.agent_id or access.OPERATOR)
+    return f"Reopened #{name}." if changed else f"#{name} was already open."
+
+
+@operator_required
+@require_GET
+def thread(request: DashboardRequest, thread_id: str) -> HttpResponse:
+    try:
+        detail = selectors.thread_detail(thread_id=thread_id)
+    except ArcError as exc:
+        return _page(
+            request, "missing.html", {"what": f"thread {thread_id}", "reason": exc.message}, page="", status=404
+        )
+    return _page(request, "thread.html", {"detail": detail, "thread_id": thread_id}, page="thread")
+
+
+# ── Work: tasks, claims, locks ───────────────────────────────────────────
+
+
+@operator_required
+@require_GET
+def work(request: DashboardRequest) -> HttpResponse:
+    context = {
+        "tasks": selectors.tasks_by_status(),
+        "claims": selectors.claims_list(active_only=True),
+        "locks": selectors.locks_list(active_only=True),
+    }
+    return _page(request, "work.html", context, page="work")
+
+
+@action("dashboard:work")
+def task_act(request: DashboardRequest, who: access.Identity, task_id: int, verb: str) -> str:
+    """Start, complete or fail a task as the operator (an admin may act on any task)."""
+    who.require_task(selectors.task_get(task_id).as_wire())
+    actor = who.task_actor
+    if verb == "start":
+        services.task_start(task_id=task_id, actor=actor)
+    elif verb == "complete":
+        services.task_complete(task_id=task_id, actor=actor)
+    elif verb == "fail":
+        reason = _field(request, "reason", required=False) or f"failed by {who.agent_id} in the dashboard"
+        services.task_fail(task_id=task_id, reason=reason, actor=actor)
+    else:
+        raise Invalid(f"unknown task action {verb[:40]!r} (start, complete or fail)")
+    return f"Task {task_id}: {verb} done."
+
+
+@action("dashboard:work")
+def claim_release(request: DashboardRequest, who: access.Identity) -> str:
+    who.require_admin("force-releasing a claim")
+    key = _field(request, "claim_key")
+    claim = services.claim_force_release(claim_key=key, actor=who.agent_id or access.OPERATOR)
+    return f"Released claim {key}; {claim.owner_agent_id} was told."
+
+
+@action("dashboard:work")
+def lock_release(request: DashboardRequest, who: access.Identity) -> str:
+    who.require_admin("force-releasing a lock")
+    path = _field(request, "file_path")
+    lock = services.lock_force_release(file_path=path, actor=who.agent_id or access.OPERATOR)
+    return f"Released the lock on {path}; {lock.agent_id} was told."
+
+
+# ── Deliveries ───────────────────────────────────────────────────────────
+
+
+@operator_required
+@require_GET
+def deliveries(request: DashboardRequest) -> HttpResponse:
+    context = {
+        "queues": selectors.deliveries_by_agent(),
+        "dead": selectors.deliveries_list(state="failed", limit=200),
+        "pending": selectors.deliveries_list(state="leased", limit=200),
+    }
+    return _page(request, "deliveries.html", context, page="deliveries")
+
+
+@action("dashboard:deliveries")
+def delivery_retry(request: DashboardRequest, who: access.Identity) -> str:
+    who.require_admin("retrying dead letters")
+    message_id = _int_field(request, "message_id")
+    agent_id = _field(request, "agent_id", required=False) or None
+    retried = services.deliveries_retry(message_ids=[message_id], agent_id=agent_id)
+    if not retried:
+        raise Invalid(f"message {message_id} has no dead letter to retry")
+    return f"Queued message {message_id} again for {agent_id or 'its recipients'}."
+
+
+# ── Keys ─────────────────────────────────────────────────────────────────
+
+
+@operator_required
+@require_GET
+def keys(request: DashboardRequest) -> HttpResponse:
+    return _page(request, "keys.html", _keys_context(), page="keys")
+
+
+def _keys_context(**extra: Any) -> dict[str, Any]:
+    return {
+        "keys": selectors.keys_list(usable_only=False),
+        "rooms": selectors.rooms_list(),
+        "expiry_choices": list(AgentKey.EXPIRY_CHOICES),
+        **extra,
+    }
+
+
+@operator_required
+@require_POST
+def key_mint(request: DashboardRequest) -> HttpResponse:
+    """Mint a key; the page that answers is the only place its secret is ever shown."""
+    who = _who(request)
+    try:
+        who.require_admin("minting keys")
+        key, plaintext = services.key_mint(
+            agent_id=_field(request, "agent_id"),
+            rooms=request.POST.getlist("rooms"),
+            expires=_field(request, "expires", required=False) or "24h",
+            admin=request.POST.get("admin") == "on",
+            label=_field(request, "label", required=False),
+            created_by=request.user.get_username(),
+        )
+    except ArcError as exc:
+        messages.error(request, exc.message)
+        return _page(request, "keys.html", _keys_context(), page="keys", status=exc.status)
+    response = _page(request, "keys.html", _keys_context(minted=key, plaintext=plaintext), page="keys")
+    response["Cache-Control"] = "no-store"  # the secret must not stay in any cache
+    return response
+
+
+@action("dashboard:keys")
+def key_revoke(request: DashboardRequest, who: access.Identity, key_id: str) -> str:
+    who.require_admin("revoking keys")
+    key = services.key_revoke(key_id=key_id)
+    return f"Revoked key {key.prefix} of {key.agent_id}; its open streams and sockets are closed."
+
+
+# ── Network and stats ────────────────────────────────────────────────────
+
+
+@operator_required
+@require_GET
+def network(request: DashboardRequest) -> HttpResponse:
+    context = {"allow_remote": services.remote_allowed(), "agents": services.sessions_roster(), "info": hub.hub_info()}
+    return _page(request, "network.html", context, page="network")
+
+
+@action("dashboard:network")
+def network_set(request: DashboardRequest, who: access.Identity) -> str:
+    who.require_admin("changing remote access")
+    allow = _field(request, "allow_remote") == "on"
+    services.network_set(allow_remote=allow)
+    if allow:
+        return "Remote access is on: clients on other machines may connect (with a key)."
+    return "Remote access is off: only this machine may connect."
+
+
+@operator_required
+@require_GET
+def stats(request: DashboardRequest) -> HttpResponse:
+    context = {"stats": selectors.hub_stats(), "kinds": Message.Kind.values}
+    return _page(request, "stats.html", context, page="stats")

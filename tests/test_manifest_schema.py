@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.contrib.staticfiles import finders
 from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver, include, path
@@ -459,11 +460,17 @@ def test_a_remote_client_gets_the_manifest_only_while_remote_access_is_on(anyone
 @pytest.mark.parametrize("accept", [BROWSER, "*/*", "text/html", None])
 def test_browsers_and_wildcard_clients_still_get_the_dashboard(anyone, accept):
     headers = {"HTTP_ACCEPT": accept} if accept else {}
-    response = Client().get("/", **headers)
+    signed_out = Client().get("/", **headers)
+    assert signed_out.status_code == 302  # the dashboard's sign-in, not the manifest
+    assert signed_out["Location"].startswith("/login")
+    browser = Client()
+    browser.force_login(get_user_model().objects.create_superuser("ada", password="not-used"))
+    response = browser.get("/", **headers)
     assert response.status_code == 200
     assert response["Content-Type"].startswith("text/html")
-    assert "Accept" in response["Vary"]
-    assert "/v1/manifest" in response["Link"]
+    for answer in (signed_out, response):
+        assert "Accept" in answer["Vary"]
+        assert "/v1/manifest" in answer["Link"]
 
 
 @pytest.mark.parametrize(

@@ -40,6 +40,8 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         result = hub_ensure(timeout=options["timeout"], allow_remote=options["allow_remote"])
+        if result["running"]:
+            result.update(_login(result["url"]))
         self.stdout.write(json.dumps(result, indent=2))
         if not result["running"]:
             raise CommandError(result["error"])
@@ -96,6 +98,23 @@ def hub_ensure(*, timeout: float, allow_remote: bool = False) -> dict[str, Any]:
                 f"see {log_path}",
             }
         time.sleep(PROBE_INTERVAL_SEC)
+
+
+def _login(url: str) -> dict[str, str]:
+    """A one-time dashboard link (``login_url``), if the hub at ``url`` serves this storage."""
+    import requests
+
+    from coordination import hub
+    from coordination.management.commands.login import local_username
+    from dashboard.auth import login_path
+
+    try:
+        answered = requests.get(f"{url}/v1/hub-info", timeout=5).headers.get("X-Arc-Instance")
+        if answered != hub.instance_id():
+            return {"login": "the hub at this URL serves other storage: run `manage.py login` beside it"}
+        return {"login_url": url.rstrip("/") + login_path(username=local_username())}
+    except Exception as exc:  # noqa: BLE001 - the hub runs either way; only the link is missing
+        return {"login": f"no login link: {exc}"}
 
 
 def _hub_env(*, allow_remote: bool) -> dict[str, str]:

@@ -12,8 +12,10 @@ from django.db import connection
 
 from coordination import discovery, events, hub, services
 from coordination.management.cli import add_location_arguments
+from coordination.management.commands.login import local_username
 from coordination.middleware import is_loopback
 from coordination.sweeper import Sweeper
+from dashboard.auth import login_path
 from relay.server import AsgiForwarder, RelayServer
 
 log = logging.getLogger("arc.up")
@@ -50,6 +52,7 @@ class Command(BaseCommand):
         services.rooms_ensure_defaults()
         instance = hub.instance_id()
         storage = hub.storage_path()
+        login = "" if quiet else login_path(username=local_username())
         connection.close()  # requests use their own connections; this thread is the reactor's
         if not is_loopback(host) and not services.remote_allowed():
             self.stderr.write(
@@ -87,6 +90,9 @@ class Command(BaseCommand):
                 if relay is not None:
                     self.stdout.write(f"  relay    {settings.ARC_SPOOL_DIR} (file spool for sandboxed agents)")
                 self.stdout.write("  try      curl " + bound["url"] + "/v1/hub-info")
+                self.stdout.write(
+                    f"  sign in  {bound['url']}{login} (dashboard; one-time link, `manage.py login` for another)"
+                )
                 sys.stdout.flush()
 
         server = Server(

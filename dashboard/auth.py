@@ -1,0 +1,79 @@
+"""Who may use the dashboard, and as whom (SPEC section 7).
+
+A human signs in with Django auth: a one-time link printed by ``up``/``ensure``/``login``
+(``services.login_link_mint``) or a staff user's password. A staff user acts as the hub's
+``operator`` with admin rights, through the same ``access.resolve`` as every API request;
+its checks (room scope, admin, rate limit) then run on each action as they do over REST.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import urlencode
+
+from django.contrib.auth import login
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import render
+from django.urls import reverse
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_GET
+from django_htmx.middleware import HtmxDetails
+
+from coordination import access, services
+from coordination.errors import ArcError
+from coordination.middleware import is_loopback
+
+View = Callable[..., HttpResponse]
+
+
+class DashboardRequest(HttpRequest):
+    """What the dashboard's views see: django-htmx's details, and the identity acting (``operator_required``)."""
+
+    htmx: HtmxDetails
+    arc_identity: access.Identity
+
+
+def identity(request: HttpRequest) -> access.Identity:
+    """The dashboard user as an API identity (``operator``, admin), by the API's own rules."""
+    return access.resolve(
+        authorization=None,
+        loopback=is_loopback(request.META.get("REMOTE_ADDR")),
+        staff_user=bool(request.user.is_authenticated and request.user.is_staff),
+    )
+
+
+def operator_required(view: View) -> View:
+    """Pages and actions for a signed-in staff user; anyone else goes to the sign-in page."""
+
+    @functools.wraps(view)
+    def wrapped(request: DashboardRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        if not (request.user.is_authenticated and request.user.is_staff):
+            target = reverse("dashboard:login") + "?" + urlencode({"next": request.get_full_path()})
+            if request.htmx:  # a live region of an expired session: reload the whole page to the sign-in
+                response = HttpResponse(status=204)
+                response["HX-Redirect"] = target
+                return response
+            return HttpResponseRedirect(target)
+        request.arc_identity = identity(request)
+        return view(request, *args, **kwargs)
+
+    return wrapped
+
+
+@never_cache
+@require_GET
+def login_link(request: HttpRequest, token: str) -> HttpResponse:
+    """``/login/<token>``: a one-time link logs its user in and opens the overview."""
+    try:
+        user = services.login_link_redeem(token=token)
+    except ArcError as exc:
+        return render(request, "dashboard/login_failed.html", {"reason": exc.message}, status=exc.status)
+    login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+    return HttpResponseRedirect(reverse("dashboard:overview"))
+
+
+def login_path(*, username: str) -> str:
+    """A fresh one-time dashboard link for ``username``: its path, to put after the hub's URL."""
+    return reverse("dashboard:login-link", args=[services.login_link_mint(username=username)])

@@ -1,0 +1,106 @@
+"""``/live``: the dashboard's live regions, pushed over Server-Sent Events (htmx's ``sse`` extension).
+
+One stream per open page, fed by the same ``MessageFeed`` as the API's streams (push
+from the services' events, gap-free, no timer over the database). It sends:
+
+- ``event: message``: each new message as the page's message row (HTML, escaped like
+  every page), which htmx adds to the page's feed (``sse-swap="message"``);
+- ``event: <region>`` with no content when a region's state changed (``agents``,
+  ``rooms``, ``work``, ``deliveries``, ``keys``, ``waiting``), which makes that region
+  fetch its partial again (``hx-trigger="sse:<region>"``).
+
+Only a signed-in staff user gets a stream; anyone else gets 204, which tells the
+browser's ``EventSource`` to stop reconnecting.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.middleware.csrf import get_token
+from django.template.loader import render_to_string
+from django.urls import reverse
+from django.views.decorators.http import require_GET
+
+from coordination import selectors
+from coordination.feeds import FeedFilter, MessageFeed
+from dashboard.auth import identity
+
+KEEPALIVE_SEC = 15.0
+REGION_OF_EVENT = {
+    "presence": "agents",
+    "room": "rooms",
+    "claim": "work",
+    "lock": "work",
+    "task": "work",
+    "delivery": "deliveries",
+    "key": "keys",
+}
+
+
+@require_GET
+async def live(request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
+    user = await request.auser()
+    if not (user.is_authenticated and user.is_staff):
+        return HttpResponse(status=204)
+    who = await sync_to_async(identity)(request)
+    room = request.GET.get("room") or None
+    thread_id = request.GET.get("thread") or None
+    since = _since(request)
+    if since is None:  # no page position: from now on
+        since = await sync_to_async(selectors.message_newest_id)()
+    flt = FeedFilter(channel=room, thread_id=thread_id, broadcast_only=room is not None, rooms=who.rooms)
+    feed = MessageFeed(flt, cursor=since, limit=200, event_types=frozenset(REGION_OF_EVENT))
+    csrf_token = get_token(request)  # the rows carry forms (reply, claim the reply)
+    back = reverse("dashboard:room", args=[room]) if room else reverse("dashboard:overview")
+
+    async def out() -> AsyncIterator[bytes]:
+        async with feed:
+            yield b": connected\n\n"
+            rows = await feed.backlog()  # what was posted between the page's render and now
+            last_sent = time.monotonic()
+            while True:
+                chunks = [_message_event(m, csrf_token, back) for m in rows if who.may_read(m)]
+                if rows:
+                    chunks += _region_events(rows, [])
+                if chunks:
+                    yield "".join(chunks).encode()
+                    last_sent = time.monotonic()
+                rows, others = await feed.next(max(0.0, KEEPALIVE_SEC - (time.monotonic() - last_sent)))
+                if others:
+                    yield "".join(_region_events([], others)).encode()
+                    last_sent = time.monotonic()
+                elif not rows and time.monotonic() - last_sent >= KEEPALIVE_SEC:
+                    yield b": keep-alive\n\n"
+                    last_sent = time.monotonic()
+
+    response = StreamingHttpResponse(out(), content_type="text/event-stream")
+    response["Cache-Control"] = "no-cache"
+    response["X-Accel-Buffering"] = "no"
+    return response
+
+
+def _since(request: HttpRequest) -> int | None:
+    """Where the browser's reconnect says it is, or where the page's render left off (``since``)."""
+    for raw in (request.headers.get("Last-Event-ID"), request.GET.get("since")):
+        if raw and raw.isdigit() and len(raw) < 19:
+            return int(raw)
+    return None
+
+
+def _message_event(message: dict[str, Any], csrf_token: str, back: str) -> str:
+    html = render_to_string("dashboard/room.html#message", {"m": message, "csrf_token": csrf_token, "back": back})
+    data = "".join(f"data: {line}\n" for line in html.strip().splitlines())
+    return f"id: {message['id']}\nevent: message\n{data}\n"
+
+
+def _region_events(messages: list[dict[str, Any]], others: list[dict[str, Any]]) -> list[str]:
+    """One empty event per region that changed (a burst of changes refreshes a region once)."""
+    regions = {REGION_OF_EVENT[str(e.get("event"))] for e in others if e.get("event") in REGION_OF_EVENT}
+    if any(m.get("expects_reply", "none") != "none" or m.get("reply_to") is not None for m in messages):
+        regions.add("waiting")
+    return [f"event: {region}\ndata: \n\n" for region in sorted(regions)]
