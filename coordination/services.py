@@ -700,12 +700,13 @@ def lock_force_release(*, file_path: str, actor: str) -> Lock:
 
 
 def _lease_force_release(model: type[Claim] | type[Lock], key: str, owner_field: str, actor: str) -> Any:
+    now = timezone.now()
     with transaction.atomic():
-        lease = model.objects.filter(pk=key, released_at__isnull=True).first()
+        # Only a lease held now: a lapsed one is anyone's already, and the sweeper tells its holder.
+        held = model.objects.filter(pk=key).active(now)
+        lease = held.first()
         # Conditional on the holder read just now: a release or takeover in between wins.
-        if lease is None or not model.objects.filter(
-            pk=key, released_at__isnull=True, **{owner_field: getattr(lease, owner_field)}
-        ).update(released_at=timezone.now()):
+        if lease is None or not held.filter(**{owner_field: getattr(lease, owner_field)}).update(released_at=now):
             raise NotFound(f"no {model.__name__.lower()} {key} is held")
         lease.refresh_from_db()
         holder = getattr(lease, owner_field)
