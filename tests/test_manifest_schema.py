@@ -396,7 +396,7 @@ def test_manifest_describes_kinds_etiquette_auth_and_the_websocket(anyone):
     assert set(result["messages"]["kinds"]) == set(Message.Kind.values)
     assert all(result["messages"]["kinds"].values())
     assert result["messages"]["priorities"] == ["critical", "high", "normal", "low"]
-    assert set(result["messages"]["expects_reply"]) == {"none", "anyone", "<agent id>"}
+    assert set(result["messages"]["expects_reply"]) == {"none", "anyone", "<agent id>", "operator"}
     assert result["messages"]["task_statuses"] == list(Task.Status.values)
     assert any("reply-claim" in line for line in result["etiquette"])
     assert result["auth"]["mode"] == "loopback-open"
