@@ -13,7 +13,9 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlencode
 
+from django import forms
 from django.contrib.auth import login
+from django.contrib.auth.forms import AuthenticationForm
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import render
 from django.urls import reverse
@@ -72,6 +74,15 @@ def login_link(request: HttpRequest, token: str) -> HttpResponse:
         return render(request, "dashboard/login_failed.html", {"reason": exc.message}, status=exc.status)
     login(request, user, backend="django.contrib.auth.backends.ModelBackend")
     return HttpResponseRedirect(reverse("dashboard:overview"))
+
+
+class StaffAuthenticationForm(AuthenticationForm):
+    """Password sign-in for staff users only: the dashboard has no view for anyone else."""
+
+    def confirm_login_allowed(self, user: Any) -> None:
+        super().confirm_login_allowed(user)
+        if not user.is_staff:
+            raise forms.ValidationError("This user is not a staff user; ask an administrator.", code="not_staff")
 
 
 def login_path(*, username: str) -> str:

@@ -32,7 +32,9 @@ urlpatterns = [
     path("stats", views.stats, name="stats"),
     path(
         "login",
-        auth_views.LoginView.as_view(template_name="dashboard/login.html", redirect_authenticated_user=True),
+        auth_views.LoginView.as_view(
+            template_name="dashboard/login.html", authentication_form=auth.StaffAuthenticationForm
+        ),
         name="login",
     ),
     path("login/<str:token>", auth.login_link, name="login-link"),

@@ -16,6 +16,7 @@ from typing import Any
 from django.contrib import messages
 from django.http import HttpResponse, HttpResponseRedirect
 from django.shortcuts import render
+from django.template import TemplateDoesNotExist
 from django.urls import reverse
 from django.utils.cache import patch_vary_headers
 from django.utils.http import url_has_allowed_host_and_scheme
@@ -27,19 +28,6 @@ from coordination.errors import ArcError, Conflict, Invalid
 from coordination.models import AgentKey, Message
 from dashboard.auth import DashboardRequest, operator_required
 
-LIVE_EVENTS = {
-    # The live regions of each page and the service events that refresh them (dashboard.live).
-    "overview": "agents,rooms,work,waiting",
-    "room": "rooms",
-    "thread": "work",
-    "work": "work",
-    "deliveries": "deliveries",
-    "keys": "keys",
-    "network": "agents",
-    "stats": "agents,rooms,work,deliveries",
-    "waiting": "waiting",
-}
-
 
 def _who(request: DashboardRequest) -> access.Identity:
     return request.arc_identity
@@ -50,12 +38,13 @@ def _page(
 ) -> HttpResponse:
     """Render a page, or only its ``?partial=`` region when htmx asks for one."""
     partial = request.GET.get("partial")
-    if partial and request.htmx and partial.isidentifier():
-        template = f"dashboard/{template}#{partial}"
-    else:
-        template = f"dashboard/{template}"
-    context = {"page": page, "live_events": LIVE_EVENTS.get(page, ""), **context}
-    return render(request, template, context, status=status)
+    context = {"page": page, **context}
+    if partial and request.htmx:
+        try:
+            return render(request, f"dashboard/{template}#{partial}", context, status=status)
+        except TemplateDoesNotExist:
+            return HttpResponse(f"this page has no region {partial[:40]!r}", status=404, content_type="text/plain")
+    return render(request, f"dashboard/{template}", context, status=status)
 
 
 def _back(request: DashboardRequest, fallback: str) -> HttpResponseRedirect:
@@ -361,7 +350,7 @@ def key_mint(request: DashboardRequest) -> HttpResponse:
         )
     except ArcError as exc:
         messages.error(request, exc.message)
-        return _page(request, "keys.html", _keys_context(), page="keys", status=exc.status)
+        return HttpResponseRedirect(reverse("dashboard:keys"))
     response = _page(request, "keys.html", _keys_context(minted=key, plaintext=plaintext), page="keys")
     response["Cache-Control"] = "no-store"  # the secret must not stay in any cache
     return response
