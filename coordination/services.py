@@ -382,6 +382,8 @@ def message_post(
         if (kind or "").strip().lower() != Message.Kind.TASK_REQUEST:
             raise Invalid("to_capability is for task_request messages (delegation by capability)")
     room = (channel or ("direct" if to_agent or to_capability else "general")).strip()
+    _fits(Message, from_agent=from_agent, to_agent=to_agent, channel=room, thread_id=thread_id)
+    _fits(Message, expects_reply=expects_reply)
     if not room:
         raise Invalid("channel must be non-empty")
     kind = (kind or "chat").strip().lower()
@@ -1344,6 +1346,17 @@ def _serialize_on(key: str) -> None:
             cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [key])
 
 
+def _fits(model: type[Any], **values: str | None) -> None:
+    """Each text value fits its column (``field = value``): ``Invalid`` rather than a database error.
+
+    The REST serializers check lengths too; this is the rule itself, for every entry point.
+    """
+    for name, value in values.items():
+        limit = model._meta.get_field(name).max_length
+        if value is not None and limit is not None and len(value) > limit:
+            raise Invalid(f"{name} must be at most {limit} characters")
+
+
 def _required(value: str | None, name: str) -> str:
     text = (value or "").strip() if isinstance(value, str) or value is None else str(value).strip()
     if not text:
@@ -1377,6 +1390,7 @@ def key_mint(
     """Mint a key for ``agent_id``. Returns the row and the plaintext key, which is never stored
     (only its SHA-256) and so can be shown only this once."""
     agent_id, room_names, seconds = key_check(agent_id=agent_id, rooms=rooms, expires=expires)
+    _fits(AgentKey, label=label, created_by=created_by)
     now = timezone.now()
     prefix = secrets.token_hex(6)
     plaintext = f"arc_{prefix}_{secrets.token_urlsafe(32)}"
@@ -1398,6 +1412,7 @@ def key_check(*, agent_id: str, rooms: Iterable[str] = (), expires: str = "never
     """What ``key_mint`` would mint with: the agent id, the room names and the lifetime in seconds
     (``None``: never expires); ``Invalid`` when one of them is not acceptable."""
     agent_id = _required(agent_id, "agent_id")
+    _fits(AgentKey, agent_id=agent_id)
     if expires not in AgentKey.EXPIRY_CHOICES:
         raise Invalid(f"expires must be one of {', '.join(AgentKey.EXPIRY_CHOICES)}")
     room_names = sorted({_required(room, "rooms[]") for room in rooms})

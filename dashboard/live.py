@@ -87,7 +87,7 @@ async def live(request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
 def _since(request: HttpRequest) -> int | None:
     """Where the browser's reconnect says it is, or where the page's render left off (``since``)."""
     for raw in (request.headers.get("Last-Event-ID"), request.GET.get("since")):
-        if raw and raw.isdigit() and len(raw) < 19:
+        if raw and raw.isascii() and raw.isdigit() and len(raw) < 19:  # "²".isdigit() too
             return int(raw)
     return None
 

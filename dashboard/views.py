@@ -93,10 +93,9 @@ def _field(request: DashboardRequest, name: str, *, required: bool = True) -> st
 
 def _int_field(request: DashboardRequest, name: str) -> int:
     raw = _field(request, name)
-    try:
-        return int(raw)
-    except ValueError as exc:
-        raise Invalid(f"{name} must be a whole number, not {raw[:40]!r}") from exc
+    if not (raw.isascii() and raw.isdigit() and len(raw) < 19):  # an id a database holds ("²".isdigit() too)
+        raise Invalid(f"{name} must be a whole number, not {raw[:40]!r}")
+    return int(raw)
 
 
 # ── Overview ─────────────────────────────────────────────────────────────
@@ -161,7 +160,7 @@ def room(request: DashboardRequest, name: str) -> HttpResponse:
 def room_post(request: DashboardRequest, who: access.Identity, name: str) -> str:
     """Post as the human, in a room (optionally into a thread, or as a reply)."""
     thread_id = _field(request, "thread_id", required=False) or None
-    reply_to = int(request.POST["reply_to"]) if request.POST.get("reply_to", "").isdigit() else None
+    reply_to = _int_field(request, "reply_to") if _field(request, "reply_to", required=False) else None
     return _post(request, who, channel=name, to_agent=None, thread_id=thread_id, reply_to=reply_to)
 
 
