@@ -711,19 +711,35 @@ def _lease_force_release(model: type[Claim] | type[Lock], key: str, owner_field:
         if lease is None or not held.filter(**{owner_field: getattr(lease, owner_field)}).update(released_at=now):
             raise NotFound(f"no {model.__name__.lower()} {key} is held")
         lease.refresh_from_db()
-        holder = getattr(lease, owner_field)
-        noun, what = ("claim", f"claim {key}") if isinstance(lease, Claim) else ("lock", f"lock on {key}")
+        noun, what = _lease_names(lease)
         _lease_event(lease, "released", forced_by=actor)
-        message_post(
-            from_agent=SYSTEM_AGENT,
-            to_agent=holder,
-            kind=Message.Kind.NOTICE,
-            body=f"Your {what} was released by {actor}; others may take it now.",
-            thread_id=getattr(lease, "thread_id", None),
-            metadata={f"{noun}_released": key, "released_by": actor},
-            touch=False,
+        _lease_notice(
+            lease,
+            getattr(lease, owner_field),
+            f"Your {what} was released by {actor}; others may take it now.",
+            {f"{noun}_released": key, "released_by": actor},
         )
         return lease
+
+
+def _lease_names(lease: Claim | Lock) -> tuple[str, str]:
+    """``("claim", "claim K")`` or ``("lock", "lock on PATH")``: how notices name a lease."""
+    if isinstance(lease, Claim):
+        return "claim", f"claim {lease.pk}"
+    return "lock", f"lock on {lease.pk}"
+
+
+def _lease_notice(lease: Claim | Lock, holder: str, body: str, metadata: dict[str, Any]) -> None:
+    """Tell a lease's holder directly what became of it (a ``notice`` from the hub, in its thread)."""
+    message_post(
+        from_agent=SYSTEM_AGENT,
+        to_agent=holder,
+        kind=Message.Kind.NOTICE,
+        body=body,
+        thread_id=getattr(lease, "thread_id", None),
+        metadata=metadata,
+        touch=False,
+    )
 
 
 def _lease_acquire(
@@ -828,18 +844,14 @@ def _lease_tell_expired(
         return False
     if not lapsed.filter(**{owner_field: getattr(lease, owner_field)}).update(expiry_noticed_at=now):
         return False
-    holder = getattr(lease, owner_field)
-    noun, what = ("claim", f"claim {key}") if isinstance(lease, Claim) else ("lock", f"lock on {key}")
+    noun, what = _lease_names(lease)
     expired_at = lease.as_wire()["expires_at"]
     _lease_event(lease, "expired")
-    message_post(
-        from_agent=SYSTEM_AGENT,
-        to_agent=holder,
-        kind=Message.Kind.NOTICE,
-        body=f"Your {what} expired at {expired_at} and others may take it now; acquire it again if you still need it.",
-        thread_id=getattr(lease, "thread_id", None),
-        metadata={f"{noun}_expired": key, "expired_at": expired_at},
-        touch=False,
+    _lease_notice(
+        lease,
+        getattr(lease, owner_field),
+        f"Your {what} expired at {expired_at} and others may take it now; acquire it again if you still need it.",
+        {f"{noun}_expired": key, "expired_at": expired_at},
     )
     return True
 
