@@ -12,6 +12,8 @@
 # starting the local cluster if it is installed but down, installing it with apt-get when
 # missing and we are root. Where it still cannot be reached, the PostgreSQL run is skipped
 # with the reason printed; the SQLite run always runs.
+# Chromium: the browser tests use Debian's /usr/bin/chromium, installed with apt-get when missing
+# and we are root; without it they are skipped (reason printed by pytest).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -80,6 +82,16 @@ ensure_redis() {
   return 1
 }
 
+# Debian's package only: no browser is ever downloaded (`playwright install` is not used).
+ensure_chromium() {
+  [ -x /usr/bin/chromium ] && return 0
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    say "installing Chromium (apt-get)"
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || true
+  fi
+  [ -x /usr/bin/chromium ]
+}
+
 say "ruff (lint and format)"
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
@@ -91,6 +103,12 @@ if ensure_redis; then
   say "Redis reachable at $REDIS_URL: channel-layer tests run on in-memory and Redis"
 else
   say "Redis UNAVAILABLE at $REDIS_URL: its channel-layer tests will be skipped (reason printed by pytest)"
+fi
+
+if ensure_chromium; then
+  say "Chromium at /usr/bin/chromium ($(/usr/bin/chromium --version 2>/dev/null || echo 'version unknown')): browser tests run"
+else
+  say "Chromium UNAVAILABLE (no /usr/bin/chromium, and it could not be installed here): browser tests will be skipped"
 fi
 
 # arc.py (the reference the interop tests run) is fetched once here, so the two runs below

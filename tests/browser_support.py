@@ -1,0 +1,54 @@
+"""Debian's Chromium under Playwright, for the browser tests and ``scripts/screenshots.py``.
+
+Only the system browser (``/usr/bin/chromium``, from apt) is ever launched: Playwright's
+own downloaded browsers (``playwright install``) are not used anywhere in this project.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from tests.hubproc import Hub, manage
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser, Playwright, ViewportSize
+
+CHROMIUM = Path("/usr/bin/chromium")
+# No sandbox: the tests run as root in containers, where Chromium's sandbox cannot start.
+LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+VIEWPORT: ViewportSize = {"width": 1280, "height": 800}
+
+
+def unavailable() -> str | None:
+    """Why the browser cannot run here (to skip with), or ``None`` when it can."""
+    if importlib.util.find_spec("playwright") is None:
+        return "playwright is not installed (pip install -r requirements-dev.txt)"
+    if not CHROMIUM.exists():
+        return f"{CHROMIUM} is missing (apt-get install chromium; scripts/test.sh installs it when root)"
+    return None
+
+
+def launch(playwright: Playwright) -> Browser:
+    return playwright.chromium.launch(executable_path=str(CHROMIUM), args=LAUNCH_ARGS)
+
+
+def sign_in_link(hub: Hub, *, user: str = "") -> str:
+    """A fresh one-time dashboard link for the hub, as an operator gets it (``manage.py login``);
+    for ``user`` (default: whoever runs the tests)."""
+    link = manage(hub, "login", "--url", hub.url, *(["--user", user] if user else []))
+    assert link.startswith(hub.url + "/login/"), link
+    return link
+
+
+def status_with_key(hub: Hub, path: str, key: str) -> int:
+    """The HTTP status of ``GET path`` with ``Authorization: Bearer key``."""
+    request = urllib.request.Request(hub.url + path, headers={"Authorization": f"Bearer {key}"})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
