@@ -152,8 +152,8 @@ class ArcEdgeMiddleware:
     def _identify(request: HttpRequest) -> HttpResponse | None:
         loopback = is_loopback(request.META.get("REMOTE_ADDR"))
         try:
+            _reject_nul(request)  # every path: the dashboard looks rooms and threads up by them too
             if request.path.startswith("/v1/"):
-                _reject_nul(request)
                 access.attach(
                     request, access.resolve(authorization=request.headers.get("Authorization"), loopback=loopback)
                 )

@@ -72,6 +72,7 @@ def action(fallback: str) -> Callable[[Action], Callable[..., HttpResponse]]:
         @functools.wraps(fn)
         def handler(request: DashboardRequest, *args: Any, **kwargs: Any) -> HttpResponse:
             try:
+                _reject_nul(request)
                 done = fn(request, _who(request), *args, **kwargs)
             except ArcError as exc:
                 messages.error(request, exc.message)
@@ -82,6 +83,12 @@ def action(fallback: str) -> Callable[[Action], Callable[..., HttpResponse]]:
         return handler
 
     return wrap
+
+
+def _reject_nul(request: DashboardRequest) -> None:
+    """Form fields with NUL characters are refused, as in the API: PostgreSQL cannot store them."""
+    if any("\x00" in value for values in request.POST.lists() for value in values[1]):
+        raise Invalid("form fields must not contain NUL characters")
 
 
 def _field(request: DashboardRequest, name: str, *, required: bool = True) -> str:
@@ -338,6 +345,7 @@ def key_mint(request: DashboardRequest) -> HttpResponse:
     """Mint a key; the page that answers is the only place its secret is ever shown."""
     who = _who(request)
     try:
+        _reject_nul(request)
         who.require_admin("minting keys")
         key, plaintext = services.key_mint(
             agent_id=_field(request, "agent_id"),
