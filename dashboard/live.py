@@ -15,6 +15,7 @@ browser's ``EventSource`` to stop reconnecting.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -31,6 +32,7 @@ from coordination.feeds import FeedFilter, MessageFeed
 from dashboard.auth import identity
 
 KEEPALIVE_SEC = 15.0
+_SSE_LINES = re.compile(r"\r\n|\r|\n")
 REGION_OF_EVENT = {
     "presence": "agents",
     "room": "rooms",
@@ -94,7 +96,9 @@ def _since(request: HttpRequest) -> int | None:
 
 def _message_event(message: dict[str, Any], csrf_token: str, back: str) -> str:
     html = render_to_string("dashboard/room.html#message", {"m": message, "csrf_token": csrf_token, "back": back})
-    data = "".join(f"data: {line}\n" for line in html.strip().splitlines())
+    # SSE ends a line at CR, LF or CRLF only: every such line of the row gets its own "data:",
+    # so no text an agent wrote can end the event or start another one.
+    data = "".join(f"data: {line}\n" for line in _SSE_LINES.split(html.strip()))
     return f"id: {message['id']}\nevent: message\n{data}\n"
 
 

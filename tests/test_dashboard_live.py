@@ -12,6 +12,7 @@ Personas:
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -195,3 +196,20 @@ def test_it_resumes_after_last_event_id_without_a_gap(hub, ada):
     # Last-Event-ID (the browser's reconnect) wins over the page's ``since``.
     assert [e.id for e in got] == [m["id"] for m in posted[1:]]
     assert [f"resume {i}" in e.data for i, e in enumerate(got, start=1)] == [True, True, True]
+
+
+def test_a_body_cannot_end_its_event_or_start_another() -> None:
+    from dashboard.live import _message_event
+
+    body = 'x\r\n\r\nevent: keys\rdata: <b onmouseover="1">\ny\n\nid: 99'
+    wire = {"id": 7, "ts": "", "from_agent": "mallory", "to_agent": None, "channel": "general", "kind": "chat"}
+    event = _message_event({**wire, "body": body, "attachments": [], "reply_to": None, "thread_id": None}, "t", "/")
+
+    lines = re.split(r"\r\n|\r|\n", event)
+    # One event: its id and name, then only data lines, then the blank line that ends it.
+    assert lines[:2] == ["id: 7", "event: message"]
+    assert lines[-2:] == ["", ""]
+    assert all(line.startswith("data: ") for line in lines[2:-2])
+    assert "data: event: keys" in lines
+    assert any(line.startswith("data: id: 99") for line in lines)
+    assert "&lt;b onmouseover=&quot;1&quot;&gt;" in event
