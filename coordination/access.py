@@ -99,8 +99,8 @@ class Identity:
         return wanted or self.rooms
 
     def may_read(self, message: dict[str, Any]) -> bool:
-        """A bound reader sees broadcasts in its rooms and direct messages it sent or received."""
-        if not self.bound:
+        """A bound reader sees broadcasts in its rooms and direct messages it sent or received; an admin sees all."""
+        if not self.bound or self.admin:
             return True
         if self.agent_id in (message.get("from_agent"), message.get("to_agent")):
             return True
@@ -140,11 +140,6 @@ class Identity:
         if self.bound:
             assert self.agent_id is not None
             rate_limiter.charge(self.agent_id)
-
-    @property
-    def task_actor(self) -> str | None:
-        """Who a task change is checked against: ``None`` (any task) for an admin, else this agent."""
-        return None if self.admin else self.agent_id
 
     def require_admin(self, action: str) -> None:
         if not self.admin:

@@ -380,22 +380,28 @@ def keys_list(*, agent_id: str | None = None, usable_only: bool = True) -> list[
 # ── The humans' dashboard ─────────────────────────────────────────────────
 
 
-def room_messages(*, name: str, limit: int = 100) -> list[Message]:
-    """The newest ``limit`` broadcasts in room ``name``, oldest first (as a chat reads)."""
-    newest = Message.objects.filter(channel=name, to_agent__isnull=True).order_by("-id")[:limit]
+def room_messages(*, name: str, through: int | None = None, limit: int = 100) -> list[Message]:
+    """The newest ``limit`` broadcasts in room ``name`` (up to id ``through``), oldest first (as a chat reads)."""
+    rows = Message.objects.filter(channel=name, to_agent__isnull=True)
+    if through is not None:
+        rows = rows.filter(id__lte=through)
+    newest = rows.order_by("-id")[:limit]
     return list(reversed(newest))
 
 
 def waiting_on(*, operator: str, limit: int = 100) -> list[Message]:
     """Messages that expect a reply from the human ``operator`` and have none yet, oldest first.
 
-    Those are: any message with ``expects_reply`` naming the operator, and direct messages
-    to the operator that expect a reply from anyone. One stops waiting once the operator
-    replied (``reply_to`` it) or another agent claimed the reply.
+    Those are: broadcasts and direct messages to the operator whose ``expects_reply`` names
+    the operator, and direct messages to the operator that expect a reply from anyone. One
+    stops waiting once the operator replied (``reply_to`` it) or another agent claimed the reply.
     """
     answered = Message.objects.filter(reply_to=OuterRef("id"), from_agent=operator)
+    to_operator = Q(to_agent__isnull=True) | Q(to_agent=operator)
     rows = (
-        Message.objects.filter(Q(expects_reply=operator) | (Q(to_agent=operator) & ~Q(expects_reply="none")))
+        Message.objects.filter(
+            (Q(expects_reply=operator) & to_operator) | (Q(to_agent=operator) & Q(expects_reply="anyone"))
+        )
         .filter(Q(reply_claimed_by__isnull=True) | Q(reply_claimed_by=operator))
         .exclude(Exists(answered))
         .order_by("id")

@@ -870,7 +870,7 @@ def _ttl_check(ttl_sec: int) -> None:
 # ── Tasks ─────────────────────────────────────────────────────────────────
 
 
-def task_complete(*, task_id: int, actor: str | None = None) -> tuple[Task, bool]:
+def task_complete(*, task_id: int, actor: str | None = None, admin: bool = False) -> tuple[Task, bool]:
     """Mark a task done and roll completion up its parents.
 
     Returns ``(task, parent_completed)``. Completing a done task is a no-op (Arc);
@@ -883,7 +883,7 @@ def task_complete(*, task_id: int, actor: str | None = None) -> tuple[Task, bool
         task = Task.objects.filter(pk=task_id).first()
         if task is None:
             raise NotFound("task not found")
-        _task_actor_check(task, actor, "complete")
+        _task_actor_check(task, actor, "complete", admin=admin)
         if task.status == Task.Status.DONE:
             return task, False
         if task.status not in Task.UNFINISHED:
@@ -924,8 +924,9 @@ def _task_rollup(task: Task) -> bool:
     return True
 
 
-def _task_actor_check(task: Task, actor: str | None, verb: str) -> None:
-    if actor is None or actor in (task.requester, task.assignee):
+def _task_actor_check(task: Task, actor: str | None, verb: str, *, admin: bool = False) -> None:
+    """Only the task's requester, assignee or claimant may ``verb`` it (an admin may act on any task)."""
+    if admin or actor is None or actor in (task.requester, task.assignee):
         return
     claimed = (
         Claim.objects.active()
@@ -936,7 +937,7 @@ def _task_actor_check(task: Task, actor: str | None, verb: str) -> None:
         raise Forbidden(f"only the task's requester, assignee or claimant may {verb} task {task.task_id}")
 
 
-def task_start(*, task_id: int, actor: str | None = None) -> Task:
+def task_start(*, task_id: int, actor: str | None = None, admin: bool = False) -> Task:
     """Move an open task to ``in_progress`` (its assignee becomes ``actor`` if it had none).
 
     Starting a task already in progress by the same agent is a no-op; any other start
@@ -947,7 +948,7 @@ def task_start(*, task_id: int, actor: str | None = None) -> Task:
         if task is None:
             raise NotFound("task not found")
         if task.assignee is not None:  # an unassigned task is anyone's to start
-            _task_actor_check(task, actor, "start")
+            _task_actor_check(task, actor, "start", admin=admin)
         if task.status == Task.Status.IN_PROGRESS and (actor is None or task.assignee in (None, actor)):
             return task
         if not _task_begin(task_id, actor):
@@ -1003,11 +1004,11 @@ def tasks_time_out() -> list[Task]:
     return timed_out
 
 
-def task_fail(*, task_id: int, reason: str, actor: str | None = None) -> Task:
+def task_fail(*, task_id: int, reason: str, actor: str | None = None, admin: bool = False) -> Task:
     """Mark an unfinished task failed with ``reason`` (``Conflict`` if already finished)."""
     task = Task.objects.filter(pk=task_id).first()
     if task is not None:
-        _task_actor_check(task, actor, "fail")
+        _task_actor_check(task, actor, "fail", admin=admin)
     with transaction.atomic():
         updated = Task.objects.filter(pk=task_id, status__in=Task.UNFINISHED).update(
             status=Task.Status.FAILED, completed_at=timezone.now(), failure_reason=reason
@@ -1479,7 +1480,7 @@ LOGIN_LINK_TTL = timedelta(hours=24)
 
 
 def login_link_mint(*, username: str) -> str:
-    """A one-time dashboard login token for ``username``, a staff user created if absent.
+    """A one-time dashboard login token for ``username``: a staff user, created (as superuser) if absent.
 
     Only whoever can run the hub's commands on its storage gets one (``up``, ``ensure``,
     ``login``), so that user is trusted as an administrator, like a notebook server's owner.
@@ -1496,8 +1497,9 @@ def login_link_mint(*, username: str) -> str:
         if created:
             user.set_unusable_password()  # the links are the way in; a password can be set in the admin
             user.save(update_fields=["password"])
-        elif not (user.is_staff and user.is_superuser and user.is_active):
-            user_model.objects.filter(pk=user.pk).update(is_staff=True, is_superuser=True, is_active=True)
+        elif not (user.is_staff and user.is_active):
+            # Never promote or revive an account someone made or switched off on purpose.
+            raise Invalid(f"the user {username} exists but is not an active staff user; pick another name (--user)")
         now = timezone.now()
         LoginLink.objects.filter(expires_at__lt=now).delete()
         token = secrets.token_urlsafe(32)

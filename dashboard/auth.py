@@ -21,6 +21,7 @@ from django.shortcuts import render
 from django.urls import reverse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
+from django_htmx.http import HttpResponseClientRedirect
 from django_htmx.middleware import HtmxDetails
 
 from coordination import access, services
@@ -54,9 +55,7 @@ def operator_required(view: View) -> View:
         if not (request.user.is_authenticated and request.user.is_staff):
             target = reverse("dashboard:login") + "?" + urlencode({"next": request.get_full_path()})
             if request.htmx:  # a live region of an expired session: reload the whole page to the sign-in
-                response = HttpResponse(status=204)
-                response["HX-Redirect"] = target
-                return response
+                return HttpResponseClientRedirect(target)
             return HttpResponseRedirect(target)
         request.arc_identity = identity(request)
         return view(request, *args, **kwargs)

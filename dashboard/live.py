@@ -18,9 +18,11 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import AsyncIterator
+from importlib import import_module
 from typing import Any
 
 from asgiref.sync import sync_to_async
+from django.conf import settings
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.middleware.csrf import get_token
 from django.template.loader import render_to_string
@@ -32,6 +34,7 @@ from coordination.feeds import FeedFilter, MessageFeed
 from dashboard.auth import identity
 
 KEEPALIVE_SEC = 15.0
+RECHECK_SEC = 5.0  # how soon a stream ends after its user signs out or loses staff rights
 _SSE_LINES = re.compile(r"\r\n|\r|\n")
 REGION_OF_EVENT = {
     "presence": "agents",
@@ -41,6 +44,7 @@ REGION_OF_EVENT = {
     "task": "work",
     "delivery": "deliveries",
     "key": "keys",
+    "reply_claim": "waiting",  # an agent took a reply: the question may leave "waiting on you"
 }
 
 
@@ -58,21 +62,31 @@ async def live(request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
     flt = FeedFilter(channel=room, thread_id=thread_id, broadcast_only=room is not None, rooms=who.rooms)
     feed = MessageFeed(flt, cursor=since, limit=200, event_types=frozenset(REGION_OF_EVENT))
     csrf_token = get_token(request)  # the rows carry forms (reply, claim the reply)
-    back = reverse("dashboard:room", args=[room]) if room else reverse("dashboard:overview")
+    back = request.GET.get("back") or ""  # the page the rows' forms return to
+    if not back.startswith("/") or back.startswith("//"):
+        back = reverse("dashboard:overview")
+    session_key, user_pk = request.session.session_key, user.pk
 
     async def out() -> AsyncIterator[bytes]:
         async with feed:
             yield b": connected\n\n"
             rows = await feed.backlog()  # what was posted between the page's render and now
-            last_sent = time.monotonic()
+            last_sent = last_check = time.monotonic()
             while True:
+                while len(rows) >= feed.limit and (more := await feed.backlog()):
+                    rows += more  # a long backlog, in pages
                 chunks = [_message_event(m, csrf_token, back) for m in rows if who.may_read(m)]
                 if rows:
                     chunks += _region_events(rows, [])
                 if chunks:
                     yield "".join(chunks).encode()
                     last_sent = time.monotonic()
-                rows, others = await feed.next(max(0.0, KEEPALIVE_SEC - (time.monotonic() - last_sent)))
+                if time.monotonic() - last_check >= RECHECK_SEC:
+                    if not await sync_to_async(_still_signed_in)(session_key, user_pk):
+                        return  # signed out, or no longer staff: the page's next reconnect gets 204
+                    last_check = time.monotonic()
+                wait = min(KEEPALIVE_SEC - (time.monotonic() - last_sent), RECHECK_SEC)
+                rows, others = await feed.next(max(0.0, wait))
                 if others:
                     yield "".join(_region_events([], others)).encode()
                     last_sent = time.monotonic()
@@ -84,6 +98,16 @@ async def live(request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
     response["Cache-Control"] = "no-cache"
     response["X-Accel-Buffering"] = "no"
     return response
+
+
+def _still_signed_in(session_key: str | None, user_pk: Any) -> bool:
+    """Is the stream's session still open, and its user still an active staff user?"""
+    from django.contrib.auth import get_user_model
+
+    store = import_module(settings.SESSION_ENGINE).SessionStore()
+    if session_key is None or not store.exists(session_key):
+        return False
+    return get_user_model().objects.filter(pk=user_pk, is_active=True, is_staff=True).exists()
 
 
 def _since(request: HttpRequest) -> int | None:

@@ -1,9 +1,22 @@
 from __future__ import annotations
 
 from django.contrib.auth import views as auth_views
-from django.urls import path
+from django.urls import path, register_converter
+from django.urls.converters import StringConverter
 
 from dashboard import auth, live, views
+
+
+class TextConverter(StringConverter):
+    """Any room name or thread id, slashes and line breaks too (``path`` stops at a newline).
+
+    Agents choose these names; every one of them must have a page and links that work.
+    """
+
+    regex = r"[\s\S]+"
+
+
+register_converter(TextConverter, "text")
 
 app_name = "dashboard"
 
@@ -11,13 +24,14 @@ urlpatterns = [
     path("", views.overview, name="overview"),
     path("live", live.live, name="live"),
     path("waiting", views.waiting, name="waiting"),
-    path("rooms/<path:name>/post", views.room_post, name="room-post"),
-    path("rooms/<path:name>/close", views.room_close, name="room-close"),
-    path("rooms/<path:name>/reopen", views.room_reopen, name="room-reopen"),
-    path("rooms/<path:name>", views.room, name="room"),
+    # Actions live under act/, so that no room name (say "x/close") can reach an action by GET.
+    path("act/rooms/<text:name>/post", views.room_post, name="room-post"),
+    path("act/rooms/<text:name>/close", views.room_close, name="room-close"),
+    path("act/rooms/<text:name>/reopen", views.room_reopen, name="room-reopen"),
+    path("rooms/<text:name>", views.room, name="room"),
     path("messages/<int:message_id>/reply", views.message_reply, name="message-reply"),
     path("messages/<int:message_id>/reply-claim", views.reply_claim, name="reply-claim"),
-    path("threads/<path:thread_id>", views.thread, name="thread"),
+    path("threads/<text:thread_id>", views.thread, name="thread"),
     path("work", views.work, name="work"),
     path("tasks/<int:task_id>/<str:verb>", views.task_act, name="task"),
     path("claims/release", views.claim_release, name="claim-release"),

@@ -28,6 +28,9 @@ from coordination.errors import ArcError, Conflict, Invalid
 from coordination.models import AgentKey, Message
 from dashboard.auth import DashboardRequest, operator_required
 
+# The regions a page may be asked for alone (``?partial=``): each refreshes itself on ``sse:<event>``.
+LIVE_REGIONS = frozenset({"agents", "deliveries", "keys", "roomstate", "rooms", "stats", "waiting", "work"})
+
 
 def _who(request: DashboardRequest) -> access.Identity:
     return request.arc_identity
@@ -40,6 +43,8 @@ def _page(
     partial = request.GET.get("partial")
     context = {"page": page, **context}
     if partial and request.htmx:
+        if partial not in LIVE_REGIONS:  # other partials (a message row) need a context only their page gives
+            return HttpResponse(f"this page has no region {partial[:40]!r}", status=404, content_type="text/plain")
         try:
             return render(request, f"dashboard/{template}#{partial}", context, status=status)
         except TemplateDoesNotExist:
@@ -50,7 +55,9 @@ def _page(
 def _back(request: DashboardRequest, fallback: str) -> HttpResponseRedirect:
     """Back to the page the form was on (``next``), if it is one of ours."""
     target = request.POST.get("next") or ""
-    if not url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()}, require_https=False):
+    if not url_has_allowed_host_and_scheme(
+        target, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    ):
         target = fallback
     return HttpResponseRedirect(target or fallback)
 
@@ -151,13 +158,14 @@ def room(request: DashboardRequest, name: str) -> HttpResponse:
         room = selectors.room_get(name)
     except ArcError as exc:
         return _page(request, "missing.html", {"what": f"room {name}", "reason": exc.message}, page="", status=404)
-    rows = [m.as_wire() for m in selectors.room_messages(name=name)]
+    newest_id = selectors.message_newest_id()  # first: the live stream goes on from here, so nothing falls between
+    rows = [m.as_wire() for m in selectors.room_messages(name=name, through=newest_id)]
     threads = sorted({m["thread_id"] for m in rows if m["thread_id"]})
     context = {
         "room": room,
         "rows": rows,
         "threads": threads,
-        "newest_id": selectors.message_newest_id(),
+        "newest_id": newest_id,
         "rooms": selectors.rooms_list(),
     }
     return _page(request, "room.html", context, page="room")
@@ -166,7 +174,7 @@ def room(request: DashboardRequest, name: str) -> HttpResponse:
 @action("dashboard:overview")
 def room_post(request: DashboardRequest, who: access.Identity, name: str) -> str:
     """Post as the human, in a room (optionally into a thread, or as a reply)."""
-    thread_id = _field(request, "thread_id", required=False) or None
+    thread_id = request.POST.get("thread_id") or None  # as given: thread ids are kept verbatim, like the API
     reply_to = _int_field(request, "reply_to") if _field(request, "reply_to", required=False) else None
     return _post(request, who, channel=name, to_agent=None, thread_id=thread_id, reply_to=reply_to)
 
@@ -176,12 +184,13 @@ def message_reply(request: DashboardRequest, who: access.Identity, message_id: i
     """Reply to a message where it was asked: in its room and thread, or directly to its sender."""
     asked = selectors.message_get(message_id).as_wire()
     who.require_party(asked)
-    direct = asked["to_agent"] is not None
+    # A direct message is answered to the other party (the recipient, if the operator sent it).
+    other = asked["to_agent"] if asked["from_agent"] == who.agent_id else asked["from_agent"]
     return _post(
         request,
         who,
         channel=asked["channel"],
-        to_agent=asked["from_agent"] if direct else None,
+        to_agent=other if asked["to_agent"] is not None else None,
         thread_id=asked["thread_id"],
         reply_to=message_id,
     )
@@ -240,13 +249,16 @@ def room_reopen(request: DashboardRequest, who: access.Identity, name: str) -> s
 @operator_required
 @require_GET
 def thread(request: DashboardRequest, thread_id: str) -> HttpResponse:
+    newest_id = selectors.message_newest_id()  # first: the live stream goes on from here
     try:
         detail = selectors.thread_detail(thread_id=thread_id)
     except ArcError as exc:
         return _page(
             request, "missing.html", {"what": f"thread {thread_id}", "reason": exc.message}, page="", status=404
         )
-    return _page(request, "thread.html", {"detail": detail, "thread_id": thread_id}, page="thread")
+    detail["messages"] = [m for m in detail["messages"] if m["id"] <= newest_id]  # later ones come live
+    context = {"detail": detail, "thread_id": thread_id, "newest_id": newest_id}
+    return _page(request, "thread.html", context, page="thread")
 
 
 # ── Work: tasks, claims, locks ───────────────────────────────────────────
@@ -267,14 +279,14 @@ def work(request: DashboardRequest) -> HttpResponse:
 def task_act(request: DashboardRequest, who: access.Identity, task_id: int, verb: str) -> str:
     """Start, complete or fail a task as the operator (an admin may act on any task)."""
     who.require_task(selectors.task_get(task_id).as_wire())
-    actor = who.task_actor
+    actor, admin = who.agent_id, who.admin
     if verb == "start":
-        services.task_start(task_id=task_id, actor=actor)
+        services.task_start(task_id=task_id, actor=actor, admin=admin)
     elif verb == "complete":
-        services.task_complete(task_id=task_id, actor=actor)
+        services.task_complete(task_id=task_id, actor=actor, admin=admin)
     elif verb == "fail":
         reason = _field(request, "reason", required=False) or f"failed by {who.agent_id} in the dashboard"
-        services.task_fail(task_id=task_id, reason=reason, actor=actor)
+        services.task_fail(task_id=task_id, reason=reason, actor=actor, admin=admin)
     else:
         raise Invalid(f"unknown task action {verb[:40]!r} (start, complete or fail)")
     return f"Task {task_id}: {verb} done."

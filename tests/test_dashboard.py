@@ -20,6 +20,7 @@ import pytest
 from django.contrib.auth.models import User
 from django.contrib.messages import get_messages
 from django.test import Client
+from django.urls import reverse
 from django.utils.html import escape
 
 from coordination import services
@@ -130,9 +131,9 @@ def actions(world: dict[str, Any]) -> list[tuple[str, dict[str, str]]]:
     """Every dashboard action, with a form that would succeed for ada."""
     ask, task = world["ask"]["id"], world["task"]["id"]
     return [
-        ("/rooms/general/post", {"body": "from the human"}),
-        ("/rooms/general/close", {}),
-        ("/rooms/general/reopen", {}),
+        ("/act/rooms/general/post", {"body": "from the human"}),
+        ("/act/rooms/general/close", {}),
+        ("/act/rooms/general/reopen", {}),
         (f"/messages/{ask}/reply", {"body": "yes"}),
         (f"/messages/{ask}/reply-claim", {}),
         (f"/tasks/{task}/start", {}),
@@ -160,7 +161,7 @@ def test_it_sends_an_anonymous_browser_to_sign_in_from_every_page(anon, world):
 def test_it_sends_an_anonymous_htmx_region_request_to_sign_in_by_hx_redirect(anon, world):
     response = anon.get("/work?partial=work", HTTP_HX_REQUEST="true")
 
-    assert response.status_code == 204
+    assert response.status_code == 200  # django-htmx HttpResponseClientRedirect: htmx follows HX-Redirect
     assert response["HX-Redirect"] == "/login?" + urlencode({"next": "/work?partial=work"})
 
 
@@ -237,12 +238,12 @@ def test_it_refuses_an_action_without_the_csrf_token_and_accepts_it_with_the_tok
     before = snapshot()
 
     assert ada.post("/network/set", {"allow_remote": "on"}).status_code == 403
-    assert ada.post("/rooms/general/post", {"body": "forged"}).status_code == 403
+    assert ada.post("/act/rooms/general/post", {"body": "forged"}).status_code == 403
     assert snapshot() == before
 
     assert ada.post("/network/set", {"allow_remote": "on", "csrfmiddlewaretoken": token}).status_code == 302
     assert services.remote_allowed() is True
-    response = ada.post("/rooms/general/post", {"body": "by hand"}, HTTP_X_CSRFTOKEN=token)  # as htmx sends it
+    response = ada.post("/act/rooms/general/post", {"body": "by hand"}, HTTP_X_CSRFTOKEN=token)  # as htmx sends it
     assert response.status_code == 302
     assert Message.objects.filter(from_agent="operator", body="by hand").exists()
 
@@ -342,7 +343,7 @@ def test_it_answers_an_unknown_partial_without_a_server_error(ada, world, partia
 
 
 def test_it_posts_as_the_human_in_the_room_and_keeps_the_thread(ada, world):
-    response, shown = act(ada, "/rooms/general/post", {"body": "on it", "thread_id": "t-1", "next": "/threads/t-1"})
+    response, shown = act(ada, "/act/rooms/general/post", {"body": "on it", "thread_id": "t-1", "next": "/threads/t-1"})
 
     message = Message.objects.get(body="on it")
     assert (message.from_agent, message.channel, message.to_agent, message.thread_id) == (
@@ -358,7 +359,7 @@ def test_it_posts_as_the_human_in_the_room_and_keeps_the_thread(ada, world):
 
 
 def test_it_posts_a_question_that_expects_a_reply(ada, world):
-    act(ada, "/rooms/general/post", {"body": "who builds?", "expects_reply": "anyone"})
+    act(ada, "/act/rooms/general/post", {"body": "who builds?", "expects_reply": "anyone"})
 
     assert Message.objects.get(body="who builds?").expects_reply == "anyone"
 
@@ -405,17 +406,17 @@ def test_it_says_who_took_the_reply_when_another_agent_was_first(ada, agents, wo
 
 
 def test_it_closes_and_reopens_a_room(ada, agents, world):
-    response, shown = act(ada, "/rooms/general/close", {"next": "/rooms/general"})
+    response, shown = act(ada, "/act/rooms/general/close", {"next": "/rooms/general"})
 
     assert (response["Location"], shown) == ("/rooms/general", [("success", "Closed #general.")])
     room = Room.objects.get(pk="general")
     assert (room.closed_at is not None, room.closed_by) == (True, "operator")
     status, env = agents.post("/v1/messages", {"from_agent": "alice", "body": "anyone?"})
     assert status == 409, env
-    assert act(ada, "/rooms/general/close")[1] == [("success", "#general was already closed.")]
+    assert act(ada, "/act/rooms/general/close")[1] == [("success", "#general was already closed.")]
     assert "Reopen room" in page(ada, "/rooms/general")
 
-    _, shown = act(ada, "/rooms/general/reopen")
+    _, shown = act(ada, "/act/rooms/general/reopen")
 
     assert shown == [("success", "Reopened #general.")]
     assert Room.objects.get(pk="general").closed_at is None
@@ -545,22 +546,22 @@ def test_it_turns_remote_access_on_and_off(ada, world):
 
 
 BAD_ACTIONS = [
-    pytest.param("/rooms/general/post", {"body": ""}, "body", id="empty-body"),
-    pytest.param("/rooms/general/post", {"body": "x" * 200_000}, "body", id="body-over-the-limit"),
+    pytest.param("/act/rooms/general/post", {"body": ""}, "body", id="empty-body"),
+    pytest.param("/act/rooms/general/post", {"body": "x" * 200_000}, "body", id="body-over-the-limit"),
     pytest.param(
-        "/rooms/general/post",
+        "/act/rooms/general/post",
         {"body": "hi", "expects_reply": "x" * 300},
         "expects_reply",
         id="long-expects-reply",
     ),
     pytest.param(
-        "/rooms/general/post",
+        "/act/rooms/general/post",
         {"body": "hi", "thread_id": "x" * 300},
         "thread_id",
         id="long-thread-id",
     ),
-    pytest.param("/rooms/nowhere/close", {}, "", id="close-unknown-room"),
-    pytest.param("/rooms/nowhere/reopen", {}, "", id="reopen-unknown-room"),
+    pytest.param("/act/rooms/nowhere/close", {}, "", id="close-unknown-room"),
+    pytest.param("/act/rooms/nowhere/reopen", {}, "", id="reopen-unknown-room"),
     pytest.param("/messages/999999/reply", {"body": "hi"}, "not found", id="reply-to-unknown-message"),
     pytest.param("/messages/{ask}/reply", {"body": ""}, "body", id="reply-without-body"),
     pytest.param("/messages/{ask}/reply", {"body": "x" * 200_000}, "body", id="reply-over-the-limit"),
@@ -582,11 +583,11 @@ BAD_ACTIONS = [
     pytest.param(f"/messages/{HUGE}/reply", {"body": "hi"}, "not found", id="reply-to-a-huge-id"),
     pytest.param(f"/messages/{HUGE}/reply-claim", {}, "not found", id="reply-claim-a-huge-id"),
     pytest.param(f"/tasks/{HUGE}/start", {}, "not found", id="start-a-huge-task-id"),
-    pytest.param("/rooms/general/post", {"body": "hi", "reply_to": HUGE}, "reply_to", id="post-reply-to-a-huge-id"),
+    pytest.param("/act/rooms/general/post", {"body": "hi", "reply_to": HUGE}, "reply_to", id="post-reply-to-a-huge-id"),
     pytest.param(
-        "/rooms/general/post", {"body": "hi", "reply_to": "\u00b2"}, "reply_to", id="post-reply-to-a-superscript"
+        "/act/rooms/general/post", {"body": "hi", "reply_to": "\u00b2"}, "reply_to", id="post-reply-to-a-superscript"
     ),
-    pytest.param("/rooms/general/post", {"body": "hi", "reply_to": "-3"}, "reply_to", id="post-reply-to-negative"),
+    pytest.param("/act/rooms/general/post", {"body": "hi", "reply_to": "-3"}, "reply_to", id="post-reply-to-negative"),
     pytest.param("/network/set", {}, "allow_remote is required", id="network-without-value"),
 ]
 
@@ -794,3 +795,85 @@ def test_it_refuses_nul_characters_in_every_action_and_changes_nothing(ada, worl
         assert response.status_code == 302, (path, response.content[:500])
         assert shown == [("error", "form fields must not contain NUL characters")], path
         assert snapshot() == before, path
+
+
+# ── Names agents choose ──────────────────────────────────────────────────
+
+
+@pytest.mark.parametrize("name", ["a\nb", "x/close", "x/post", "tab\there", "ünï/cödé"])
+def test_every_room_name_has_a_page_and_links_that_work(ada, agents, name):
+    status, env = agents.post("/v1/channels", {"name": name})
+    assert status in (200, 201), env
+    post(agents, channel=name, body="hello", thread_id=f"t {name}")
+
+    overview = ada.get("/")
+    room_link = reverse("dashboard:room", args=[name])
+    page = ada.get(room_link)
+
+    assert overview.status_code == 200
+    assert escape(room_link) in overview.content.decode()
+    assert page.status_code == 200
+    assert page.context["room"].name == name
+    assert ada.get(reverse("dashboard:thread", args=[f"t {name}"])).status_code == 200
+
+
+def test_it_serves_only_live_regions_alone(ada, world):
+    response = ada.get("/rooms/general?partial=message", HTTP_HX_REQUEST="true")
+
+    assert response.status_code == 404
+
+
+def test_a_thread_id_is_kept_as_given(ada, agents):
+    post(agents, body="spaced", thread_id=" t ")
+
+    act(ada, "/act/rooms/general/post", {"body": "into it", "thread_id": " t "})
+
+    assert Message.objects.filter(body="into it", thread_id=" t ").exists()
+
+
+def test_a_reply_to_a_direct_message_the_operator_sent_goes_to_its_recipient(ada, agents):
+    act(
+        ada,
+        f"/messages/{post(agents, to_agent='operator', body='ping', expects_reply='anyone')['id']}/reply",
+        {"body": "x"},
+    )
+    sent = Message.objects.get(from_agent="operator", body="x")
+    status, env = agents.post("/v1/messages", {"from_agent": "operator", "to_agent": "alice", "body": "are you there?"})
+    assert status == 201, env
+
+    act(ada, f"/messages/{env['result']['id']}/reply", {"body": "following up"})
+
+    follow_up = Message.objects.get(body="following up")
+    assert (sent.to_agent, follow_up.to_agent, follow_up.reply_to) == ("alice", "alice", env["result"]["id"])
+
+
+def test_the_pages_continue_live_from_what_they_show(ada, agents):
+    newest = post(agents, body="newest", thread_id="t-live")["id"]
+
+    for path in ("/", "/rooms/general", "/threads/t-live"):
+        assert f"since={newest}&amp;" in ada.get(path).content.decode(), path
+
+
+@pytest.mark.parametrize(
+    ("message", "listed"),
+    [
+        ({"to_agent": "bob", "expects_reply": "operator"}, False),  # between agents: not the operator's to answer here
+        ({"to_agent": "operator", "expects_reply": "bob"}, False),  # to the operator, but bob is to answer
+        ({"to_agent": "operator", "expects_reply": "operator"}, True),
+        ({"expects_reply": "operator"}, True),
+    ],
+)
+def test_waiting_on_you_lists_only_what_the_operator_can_answer(ada, agents, message, listed):
+    asked = post(agents, body="question", **message)
+
+    page = ada.get("/waiting").content.decode()
+
+    assert (f'data-message-id="{asked["id"]}"' in page) is listed
+
+
+def test_an_admin_key_starting_a_task_becomes_its_assignee(agents, admin_api):
+    task = post(agents, kind="task", body="unassigned work")
+    status, env = admin_api.post(f"/v1/tasks/{task['id']}/start", {})
+
+    assert status == 200, env
+    assert env["result"]["assignee"] == "root"  # before, an admin key left it unassigned

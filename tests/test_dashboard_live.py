@@ -213,3 +213,41 @@ def test_a_body_cannot_end_its_event_or_start_another() -> None:
     assert "data: event: keys" in lines
     assert any(line.startswith("data: id: 99") for line in lines)
     assert "&lt;b onmouseover=&quot;1&quot;&gt;" in event
+
+
+def test_the_overview_stream_carries_direct_messages_between_agents(hub, ada):
+    response, stream = open_live(ada, hub, since=post(hub, body="warm-up")["id"])
+    with response:
+        direct = post(hub, to_agent="bob", body="between alice and bob")
+
+        [event] = [e for e in read_until(stream, "message") if e.name == "message"]
+
+    assert event.id == direct["id"]  # the operator is an admin: it reads every message, as the page does
+
+
+def test_an_agent_taking_a_reply_refreshes_the_waiting_region(hub, ada):
+    asked = post(hub, to_agent="operator", body="anyone?", expects_reply="anyone")
+    response, stream = open_live(ada, hub, since=asked["id"])
+    with response:
+        status, env = hub.call("POST", f"/v1/messages/{asked['id']}/reply-claim", {"agent_id": "bob"})
+        assert status == 201, env
+
+        got = read_until(stream, "waiting")
+
+    assert got[-1] == Event("waiting", None, "")
+
+
+def test_the_stream_ends_soon_after_its_user_signs_out(hub):
+    session = requests.Session()
+    assert session.get(manage(hub, "login", "--url", hub.url, "--user", "ada"), timeout=30).status_code == 200
+    response, stream = open_live(session, hub)
+    with response:
+        token = session.cookies["csrftoken"]
+        out = session.post(f"{hub.url}/logout", data={"csrfmiddlewaretoken": token}, timeout=30, allow_redirects=False)
+        assert out.status_code == 302
+        started = time.monotonic()
+
+        left = [e for e in stream if e.name != "comment"]  # runs until the hub ends the stream
+
+    assert left == []
+    assert time.monotonic() - started < WAIT_SEC

@@ -27,7 +27,7 @@ from django.test import Client
 from django.utils import timezone
 
 from coordination import services
-from coordination.errors import Unauthorized
+from coordination.errors import Invalid, Unauthorized
 from coordination.management.commands.ensure import _login
 from coordination.models import LoginLink
 from tests.hubproc import Hub, manage
@@ -75,13 +75,29 @@ def test_a_token_lets_its_user_in_once(db):
         services.login_link_redeem(token=token)
 
 
-def test_it_makes_an_existing_user_staff_and_keeps_her_password(db):
-    User.objects.create_user("nina", "nina@example.com", "pw-nina")
+@pytest.mark.parametrize(
+    "account",
+    [{"is_staff": False, "is_active": True}, {"is_staff": True, "is_active": False}],
+    ids=["not-staff", "deactivated"],
+)
+def test_it_never_promotes_or_revives_an_existing_user(db, account):
+    User.objects.create_user("nina", "nina@example.com", "pw-nina", **account)
 
-    services.login_link_mint(username="nina")
+    with pytest.raises(Invalid, match="exists but is not an active staff user"):
+        services.login_link_mint(username="nina")
 
     nina = User.objects.get(username="nina")
-    assert (nina.is_staff, nina.is_superuser) == (True, True)
+    assert (nina.is_staff, nina.is_active, nina.is_superuser) == (account["is_staff"], account["is_active"], False)
+    assert not LoginLink.objects.exists()
+
+
+def test_an_existing_staff_user_keeps_her_password_and_rights(db):
+    User.objects.create_user("nina", "nina@example.com", "pw-nina", is_staff=True)
+
+    token = services.login_link_mint(username="nina")
+
+    nina = services.login_link_redeem(token=token)
+    assert (nina.is_staff, nina.is_superuser) == (True, False)
     assert nina.check_password("pw-nina")
 
 

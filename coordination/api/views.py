@@ -46,7 +46,7 @@ class SessionsView(ArcView):
 
 class SessionView(ArcView):
     def delete(self, request: Request, session_id: str) -> HttpResponse:
-        services.session_close(session_id=session_id, actor=access.of(request).task_actor)
+        services.session_close(session_id=session_id, actor=access.of(request).agent_id)
         return ok({"session_id": session_id, "deleted": True})
 
 
@@ -274,7 +274,8 @@ class TasksView(ArcView):
 class TaskCompleteView(ArcView):
     def post(self, request: Request, task_id: int) -> HttpResponse:
         self.body(request)  # a malformed body is still an error, as in Arc
-        task, parent_completed = services.task_complete(task_id=task_id, actor=access.of(request).task_actor)
+        who = access.of(request)
+        task, parent_completed = services.task_complete(task_id=task_id, actor=who.agent_id, admin=who.admin)
         if parent_completed:
             return ok(task.as_wire(), parent_completed=True)
         return ok(task.as_wire())
@@ -283,14 +284,16 @@ class TaskCompleteView(ArcView):
 class TaskStartView(ArcView):
     def post(self, request: Request, task_id: int) -> HttpResponse:
         self.body(request)
-        return ok(services.task_start(task_id=task_id, actor=access.of(request).task_actor).as_wire())
+        who = access.of(request)
+        return ok(services.task_start(task_id=task_id, actor=who.agent_id, admin=who.admin).as_wire())
 
 
 class TaskFailView(ArcView):
     def post(self, request: Request, task_id: int) -> HttpResponse:
+        who = access.of(request)
         data = s.TaskFail.parse(self.body(request))
         task = services.task_fail(
-            task_id=task_id, reason=data.get("reason") or "failed", actor=access.of(request).task_actor
+            task_id=task_id, reason=data.get("reason") or "failed", actor=who.agent_id, admin=who.admin
         )
         return ok(task.as_wire())
 
