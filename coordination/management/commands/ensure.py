@@ -20,8 +20,10 @@ PROBE_INTERVAL_SEC = 0.15  # Arc's bootstrap algorithm: probe every 150 ms until
 class Command(BaseCommand):
     help = (
         "Start the hub in the background unless one is already running (found through .arc.pid or a probe of "
-        "--host:--port), wait until it answers, and print JSON {running, started, url}. Idempotent: a second "
-        "call prints started: false. The hub logs to ARC_HOME/hub.log; exit status 1 if no hub answers."
+        "--host:--port), wait until it answers, and print JSON {running, started, url, login_url}. login_url is "
+        "a one-time dashboard sign-in link for your login name (as `manage.py login` prints), given when the hub "
+        "serves this storage. Idempotent: a second call prints started: false. The hub logs to ARC_HOME/hub.log; "
+        "exit status 1 if no hub answers."
     )
     requires_system_checks: list[str] = []
 

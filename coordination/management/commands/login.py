@@ -23,8 +23,9 @@ def local_username() -> str:
 class Command(BaseCommand):
     help = (
         "Print a one-time link that signs you in to the dashboard (SPEC section 7) as --user (default: your "
-        "login name), a staff user created if absent. The link works once, within 24 hours. `up` and `ensure` "
-        "print one too. Whoever can run this on the hub's storage is its administrator."
+        "login name): a staff user, created as a superuser without a password if absent; an existing user must "
+        "already be an active staff user. The link works once, within 24 hours. `up` and `ensure` print one too. "
+        "Whoever can run this on the hub's storage is its administrator."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:

@@ -26,7 +26,8 @@ class Command(BaseCommand):
         "Run the hub in the foreground: create ARC_HOME, apply migrations, serve REST, long-poll, SSE and "
         "WebSocket on --host:--port (default 127.0.0.1:6969), serve the file-spool relay for sandboxed "
         "agents on --spool-dir (default ./.arc-relay; --no-relay turns it off), write .arc.pid beside the "
-        "database and print the URL. Stop with Ctrl-C or SIGTERM (or `manage.py stop`)."
+        "database and print the URL and a one-time dashboard sign-in link (see `manage.py login`). Stop with "
+        "Ctrl-C or SIGTERM (or `manage.py stop`)."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
