@@ -86,3 +86,22 @@ def live_hub(tmp_path: Path) -> Iterator[Hub]:
     """A real hub process (``manage.py up``) on SQLite, or on a fresh PostgreSQL database on the PostgreSQL run."""
     with running_hub(tmp_path / "hub") as hub:
         yield hub
+
+
+Published = list[tuple[str, dict[str, Any]]]
+
+
+@pytest.fixture
+def published(monkeypatch: pytest.MonkeyPatch) -> Published:
+    """Every event the services publish (recorded when published; sent after commit)."""
+    from coordination import events
+
+    seen: Published = []
+    real = events.publish
+
+    def record(event: str, data: dict[str, Any]) -> None:
+        seen.append((event, data))
+        real(event, data)
+
+    monkeypatch.setattr(events, "publish", record)
+    return seen

@@ -15,27 +15,12 @@ from typing import Any
 import pytest
 from django.utils import timezone
 
-from coordination import events, services
+from coordination import services
 from coordination.errors import NotFound
 from coordination.models import Claim, Lock, Message
+from tests.conftest import Published
 
 pytestmark = pytest.mark.django_db
-
-Published = list[tuple[str, dict[str, Any]]]
-
-
-@pytest.fixture
-def published(monkeypatch: pytest.MonkeyPatch) -> Published:
-    """Every event the services publish (recorded when published; sent after commit)."""
-    seen: Published = []
-    real = events.publish
-
-    def record(event: str, data: dict[str, Any]) -> None:
-        seen.append((event, data))
-        real(event, data)
-
-    monkeypatch.setattr(events, "publish", record)
-    return seen
 
 
 def releases(published: Published, name: str) -> list[dict[str, Any]]:

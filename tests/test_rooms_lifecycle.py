@@ -54,20 +54,6 @@ def _notices(room: str) -> list[Message]:
     return list(Message.objects.filter(channel=room, from_agent=services.SYSTEM_AGENT).order_by("id"))
 
 
-@pytest.fixture
-def published(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, dict[str, Any]]]:
-    """Every event the services publish (recorded when published; sent after commit)."""
-    seen: list[tuple[str, dict[str, Any]]] = []
-    real = events.publish
-
-    def record(event: str, data: dict[str, Any]) -> None:
-        seen.append((event, data))
-        real(event, data)
-
-    monkeypatch.setattr(events, "publish", record)
-    return seen
-
-
 def _room_events(published: list[tuple[str, dict[str, Any]]]) -> list[dict[str, Any]]:
     return [data for event, data in published if event == "room"]
 
