@@ -21,10 +21,9 @@ from django.http import HttpRequest
 from django.utils import timezone
 
 from coordination import services
+from coordination.api.params import as_id
 from coordination.errors import ArcError
 from coordination.models import AgentKey, Claim, Delivery, Lock, Message, Room, Session, Task
-
-MAX_ID = 2**63 - 1  # ids are 64-bit: a longer number names nothing (and PostgreSQL would refuse it)
 
 
 class ServiceOwnedAdmin(admin.ModelAdmin):
@@ -78,10 +77,7 @@ def _apply_each(
 
 def _id_named_by(search_term: str) -> int | None:
     """The id a search term names (``42`` or ``#42``), if it names one."""
-    term = search_term.strip().removeprefix("#")
-    if term.isascii() and term.isdigit() and int(term) <= MAX_ID:
-        return int(term)
-    return None
+    return as_id(search_term.strip().removeprefix("#"))
 
 
 # ── Keys ──────────────────────────────────────────────────────────────────

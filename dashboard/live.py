@@ -30,6 +30,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET
 
 from coordination import selectors
+from coordination.api.params import as_id
 from coordination.feeds import FeedFilter, MessageFeed
 from dashboard.auth import identity
 
@@ -113,8 +114,8 @@ def _still_signed_in(session_key: str | None, user_pk: Any) -> bool:
 def _since(request: HttpRequest) -> int | None:
     """Where the browser's reconnect says it is, or where the page's render left off (``since``)."""
     for raw in (request.headers.get("Last-Event-ID"), request.GET.get("since")):
-        if raw and raw.isascii() and raw.isdigit() and len(raw) < 19:  # "²".isdigit() too
-            return int(raw)
+        if raw and (position := as_id(raw)) is not None:
+            return position
     return None
 
 

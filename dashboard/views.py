@@ -9,6 +9,7 @@ page, with the outcome as a flash message; domain errors become that message, ne
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from collections.abc import Callable
 from typing import Any
@@ -24,6 +25,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from coordination import access, hub, selectors, services
 from coordination.api import manifest
+from coordination.api.params import as_id
 from coordination.errors import ArcError, Conflict, Invalid
 from coordination.models import AgentKey, Message
 from dashboard.auth import DashboardRequest, operator_required
@@ -43,12 +45,11 @@ def _page(
     partial = request.GET.get("partial")
     context = {"page": page, **context}
     if partial and request.htmx:
-        if partial not in LIVE_REGIONS:  # other partials (a message row) need a context only their page gives
-            return HttpResponse(f"this page has no region {partial[:40]!r}", status=404, content_type="text/plain")
-        try:
-            return render(request, f"dashboard/{template}#{partial}", context, status=status)
-        except TemplateDoesNotExist:
-            return HttpResponse(f"this page has no region {partial[:40]!r}", status=404, content_type="text/plain")
+        # Only live regions: other partials (a message row) need a context only their page gives.
+        if partial in LIVE_REGIONS:
+            with contextlib.suppress(TemplateDoesNotExist):  # a region of another page
+                return render(request, f"dashboard/{template}#{partial}", context, status=status)
+        return HttpResponse(f"this page has no region {partial[:40]!r}", status=404, content_type="text/plain")
     return render(request, f"dashboard/{template}", context, status=status)
 
 
@@ -107,9 +108,10 @@ def _field(request: DashboardRequest, name: str, *, required: bool = True) -> st
 
 def _int_field(request: DashboardRequest, name: str) -> int:
     raw = _field(request, name)
-    if not (raw.isascii() and raw.isdigit() and len(raw) < 19):  # an id a database holds ("²".isdigit() too)
+    number = as_id(raw)
+    if number is None:
         raise Invalid(f"{name} must be a whole number, not {raw[:40]!r}")
-    return int(raw)
+    return number
 
 
 # ── Overview ─────────────────────────────────────────────────────────────

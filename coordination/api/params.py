@@ -54,6 +54,16 @@ def reject_nul(value: Any, where: str) -> None:
             pending.extend(item)
 
 
+MAX_ID = 2**63 - 1  # ids are 64-bit: a longer number names nothing (and PostgreSQL would refuse it)
+
+
+def as_id(raw: str) -> int | None:
+    """The id ``raw`` names (ASCII digits within 64 bits), or ``None``. ``"²".isdigit()`` is true too."""
+    if raw.isascii() and raw.isdigit() and int(raw) <= MAX_ID:
+        return int(raw)
+    return None
+
+
 def query_int(query: QueryDict, name: str, default: int, *, minimum: int | None = None) -> int:
     raw = query.get(name)
     if raw is None or raw == "":
