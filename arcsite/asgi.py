@@ -1,6 +1,6 @@
 """ASGI entry point: Django (REST, long-poll, SSE, dashboard, static files) behind the request-size guard,
-the MCP tools at ``/mcp`` (SPEC section 6, ``mcpserver.http``), and the WebSocket protocol at ``/v1/ws``
-(SPEC section 4, ``coordination.consumers``).
+the MCP tools at ``/mcp`` (docs/mcp.md, ``mcpserver.http``), and the WebSocket protocol at ``/v1/ws``
+(docs/websocket.md, ``coordination.ws.consumer``).
 """
 
 from __future__ import annotations
@@ -70,9 +70,9 @@ from django.core.exceptions import SuspiciousOperation  # noqa: E402
 from django.http import HttpRequest, HttpResponseBase  # noqa: E402
 from django.urls import path, re_path  # noqa: E402
 
+from arcsite.middleware import ArcEdgeMiddleware, BodyLimit  # noqa: E402
 from coordination.api import envelope  # noqa: E402
-from coordination.consumers import HubConsumer, NoRouteConsumer  # noqa: E402  (needs Django set up first)
-from coordination.middleware import ArcEdgeMiddleware, BodyLimit  # noqa: E402
+from coordination.ws.consumer import HubConsumer, NoRouteConsumer  # noqa: E402  (needs Django set up first)
 from mcpserver import http as mcp_http  # noqa: E402
 
 

@@ -64,7 +64,7 @@ def envchoice(name: str, default: str, choices: tuple[str, ...]) -> str:
     return value
 
 
-# ── Hub configuration (SPEC section 9) ────────────────────────────────────
+# ── Hub configuration (docs/configuration.md) ────────────────────────────────────
 ARC_HOME = Path(envstr("ARC_HOME", str(Path.cwd() / ".arc"))).expanduser().absolute()
 # The SQLite file (Arc's --storage); ignored when ARC_DATABASE_URL names PostgreSQL.
 ARC_STORAGE = Path(envstr("ARC_STORAGE", str(ARC_HOME / "arc.sqlite3"))).expanduser().absolute()
@@ -98,7 +98,7 @@ def envrate(name: str, default: str) -> tuple[int, float, int]:
     return parsed
 
 
-# Posts per agent key: 120 per minute with bursts of 30 (SPEC section 3).
+# Posts per agent key: 120 per minute with bursts of 30 (docs/access.md).
 ARC_RATE_LIMIT = envrate("ARC_RATE_LIMIT", "120/60,30")
 ARC_PRESENCE_TTL_SEC = envint("ARC_PRESENCE_TTL_SEC", 120, minimum=5)
 ARC_MAX_BODY_CHARS = envint("ARC_MAX_BODY_CHARS", 128_000, minimum=1)
@@ -156,7 +156,7 @@ def envlist(name: str, default: str = "") -> list[str]:
 
 # ── Production (ARC_PRODUCTION=1): the hub behind HTTPS on a real host name ──
 # Locally the hub answers any Host on 127.0.0.1 over plain HTTP; who may act is decided
-# per request by coordination.access (loopback rules, agent keys, remote toggle).
+# per request by coordination.core.access (loopback rules, agent keys, remote toggle).
 ARC_PRODUCTION = envbool("ARC_PRODUCTION", False)
 ALLOWED_HOSTS = envlist("ARC_ALLOWED_HOSTS", "" if ARC_PRODUCTION else "*")
 CSRF_TRUSTED_ORIGINS = envlist("ARC_CSRF_TRUSTED_ORIGINS")
@@ -196,6 +196,7 @@ INSTALLED_APPS = [
     "channels",
     "django_htmx",
     "template_partials",  # {% partialdef %}: the dashboard's live regions (built into Django 6 only)
+    "arcsite",  # the site: its `up` command starts the hub (arcsite.management.commands.up)
     "coordination",
     "relay",
     "dashboard",
@@ -203,7 +204,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
-    "coordination.middleware.ArcEdgeMiddleware",
+    "arcsite.middleware.ArcEdgeMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -215,10 +216,10 @@ MIDDLEWARE = [
 ]
 
 # /v1/ (the JSON API) runs only this: see arcsite.asgi.ApiASGIHandler.
-ARC_API_MIDDLEWARE = ["coordination.middleware.ArcEdgeMiddleware"]
+ARC_API_MIDDLEWARE = ["arcsite.middleware.ArcEdgeMiddleware"]
 
 ROOT_URLCONF = "arcsite.urls"
-# The dashboard (SPEC 7): Django auth; `manage.py login` prints a one-time link.
+# The dashboard (docs/dashboard.md): Django auth; `manage.py login` prints a one-time link.
 LOGIN_URL = "dashboard:login"
 LOGIN_REDIRECT_URL = "dashboard:overview"
 APPEND_SLASH = False
@@ -285,7 +286,7 @@ def _database() -> dict[str, Any]:
 DATABASES = {"default": _database()}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-# Each serving process holds one channel in the event group (coordination.events), so
+# Each serving process holds one channel in the event group (coordination.core.events), so
 # capacity is per process: a burst of posts must not overflow it. A lost event is
 # still recovered (readers see the gap in message ids and read the database).
 if ARC_REDIS_URL:

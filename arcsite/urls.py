@@ -3,16 +3,21 @@ from __future__ import annotations
 from django.contrib import admin
 from django.urls import include, path
 
-from coordination import metrics
+from arcsite import manifest
+from arcsite.home import home
+from coordination.api import metrics
 from coordination.api.envelope import error
 from coordination.api.schema import DocsView
 
 urlpatterns = [
+    # The manifest describes every door (REST, WebSocket, MCP, relay), so the site serves it, under /v1's rules.
+    path("v1/manifest", manifest.ManifestView.as_view(), name="api-manifest"),
     path("v1/", include("coordination.api.urls")),
     path("admin/", admin.site.urls),
     path("metrics", metrics.metrics),
     # The API docs page (Swagger UI over /v1/schema), outside /v1 so a browser opens it without a key.
     path("docs", DocsView.as_view(), name="api-docs"),
+    path("", home),  # the manifest for JSON clients, the dashboard's overview for browsers
     path("", include("dashboard.urls")),
 ]
 

@@ -1,7 +1,7 @@
-"""Django admin for the hub's data (SPEC section 7).
+"""Django admin for the hub's data (docs/dashboard.md).
 
 The admin reads freely but writes nothing itself: every change is an action (or, for
-keys and rooms, the add form) that calls one function in ``coordination.services``,
+keys and rooms, the add form) that calls one function in ``coordination.core.services``,
 so the rules, the notices to agents and the real-time events are never skipped.
 Everything shown comes from agents and is left to Django's autoescaping: no
 ``mark_safe``/``format_html`` here.
@@ -10,7 +10,6 @@ Everything shown comes from agents and is left to Django's autoescaping: no
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from datetime import datetime
 from typing import Any
 
 from django import forms
@@ -20,10 +19,10 @@ from django.db.models import Model, QuerySet
 from django.http import HttpRequest
 from django.utils import timezone
 
-from coordination import services
-from coordination.api.params import as_id
-from coordination.errors import ArcError
-from coordination.models import AgentKey, Claim, Delivery, Lock, Message, Room, Session, Task
+from coordination.core import services
+from coordination.core.errors import ArcError
+from coordination.core.models import AgentKey, Claim, Delivery, LeaseQuerySet, Lock, Message, Room, Session, Task
+from coordination.core.parsing import as_id
 
 
 class ServiceOwnedAdmin(admin.ModelAdmin):
@@ -327,19 +326,14 @@ class LeaseStateFilter(admin.SimpleListFilter):
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any] | None:
         now = timezone.now()
+        assert isinstance(queryset, LeaseQuerySet)
         if self.value() == "active":
-            return queryset.filter(released_at__isnull=True, expires_at__gte=now)
+            return queryset.active(now)
         if self.value() == "expired":
-            return queryset.filter(released_at__isnull=True, expires_at__lt=now)
+            return queryset.lapsed(now)
         if self.value() == "released":
             return queryset.filter(released_at__isnull=False)
         return None
-
-
-def _lease_state(released_at: datetime | None, expires_at: datetime) -> str:
-    if released_at is not None:
-        return "released"
-    return "active" if expires_at >= timezone.now() else "expired"
 
 
 @admin.register(Claim)
@@ -361,7 +355,7 @@ class ClaimAdmin(ServiceOwnedAdmin):
 
     @admin.display(description="state")
     def state(self, obj: Claim) -> str:
-        return _lease_state(obj.released_at, obj.expires_at)
+        return obj.state
 
     @admin.action(description="Force-release selected claims (the holder is told)", permissions=["operate"])
     def force_release(self, request: HttpRequest, queryset: QuerySet[Claim]) -> None:
@@ -386,7 +380,7 @@ class LockAdmin(ServiceOwnedAdmin):
 
     @admin.display(description="state")
     def state(self, obj: Lock) -> str:
-        return _lease_state(obj.released_at, obj.expires_at)
+        return obj.state
 
     @admin.action(description="Force-release selected locks (the holder is told)", permissions=["operate"])
     def force_release(self, request: HttpRequest, queryset: QuerySet[Lock]) -> None:

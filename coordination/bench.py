@@ -1,4 +1,4 @@
-"""Measure a running Arc hub over HTTP (SPEC section 10): ``manage.py bench`` and ``scripts/bench_compare.py``.
+"""Measure a running Arc hub over HTTP (docs/performance.md): ``manage.py bench`` and ``scripts/bench_compare.py``.
 
 Everything here talks to a URL only (no Django, no models), so the same code
 measures this hub and arc.py. The load generator is one asyncio loop speaking
@@ -49,6 +49,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode, urlsplit
+
+from coordination.client import relay_request, spool_name, spool_write
 
 MEASUREMENTS = ("posts", "push", "fanout", "relay", "relay_burst", "claims", "idle")
 PUSH_TRANSPORTS = ("longpoll", "sse", "ws")
@@ -484,7 +486,7 @@ class SpoolClient:
     """
 
     def __init__(self, spool_dir: str | Path, agent_id: str, *, key: str | None = None, poll_sec: float = 0.002):
-        safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in agent_id.strip()) or "agent"
+        safe = spool_name(agent_id)
         root = Path(spool_dir).expanduser().absolute()
         self.requests, self.responses = root / "requests" / safe, root / "responses" / safe
         self.agent_id, self.key, self.poll_sec = agent_id, key, poll_sec
@@ -501,22 +503,9 @@ class SpoolClient:
     ) -> Path:
         """Write one request (its file is in place when this returns); returns the response file to wait for."""
         self.ensure_dirs()
-        request_id = request_id or uuid.uuid4().hex
-        envelope: dict[str, Any] = {
-            "request_id": request_id,
-            "agent_id": self.agent_id,
-            "method": method.upper(),
-            "path": path,
-            "body": body,
-            "created_at": datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z"),
-        }
-        if self.key:
-            envelope["key"] = self.key
-        target = self.requests / f"{request_id}.json"
-        tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
-        tmp.write_text(json.dumps(envelope), encoding="utf-8")
-        tmp.replace(target)
-        return self.response_path(request_id)
+        envelope = relay_request(self.agent_id, method, path, body, key=self.key, request_id=request_id)
+        spool_write(self.requests / f"{envelope['request_id']}.json", json.dumps(envelope).encode())
+        return self.response_path(envelope["request_id"])
 
     async def call(
         self, method: str, path: str, body: dict[str, Any] | None = None, *, timeout: float = 30.0

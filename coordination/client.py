@@ -15,8 +15,8 @@ Events feed, resumed after a dropped connection or a hub restart without gaps
 or duplicates), the post's delivery receipt (``last_receipt``),
 ``message_status()`` and ``wait_for()``.
 
-This module imports nothing from Django: an agent can copy this one file next
-to its code and ``pip install requests``. Example::
+This module imports nothing from Django nor from the hub: an agent can copy this
+one file next to its code and ``pip install requests`` (an import contract checks it). Example::
 
     alice = ArcClient.quickstart("alice", "http://127.0.0.1:6969")
     alice.post("general", "hello")
@@ -178,7 +178,7 @@ class ArcClient:
     ) -> None:
         self.close()
 
-    def _call(
+    def call_hub(
         self,
         method: str,
         path: str,
@@ -187,9 +187,9 @@ class ArcClient:
         params: dict[str, Any] | None = None,
         wait: float = 0.0,
     ) -> Any:
-        """Send one request and return the envelope's ``result``.
+        """Send one request to any endpoint (over HTTP or the relay) and return the envelope's ``result``.
 
-        ``wait`` is how long the hub may hold the request (a long-poll); the HTTP
+        ``ArcError`` for an error envelope. ``wait`` is how long the hub may hold the request (a long-poll); the HTTP
         timeout is that plus the client's own ``timeout``.
         """
         return self._envelope(method, path, payload, params=params, wait=wait).get("result")
@@ -291,7 +291,7 @@ class ArcClient:
         """Open a session for this agent (``replace=True`` closes its older sessions). Returns the session."""
         body: dict[str, Any] = {"agent_id": self.agent_id, "replace": bool(replace)}
         body.update(_present(display_name=display_name, capabilities=capabilities, metadata=metadata))
-        result: dict[str, Any] = self._call("POST", "/v1/sessions", body)
+        result: dict[str, Any] = self.call_hub("POST", "/v1/sessions", body)
         return result
 
     def post(
@@ -339,9 +339,9 @@ class ArcClient:
         )
         return self._post_payload(payload)
 
-    def _post_payload(self, payload: dict[str, Any]) -> dict[str, Any]:
+    def _post_payload(self, payload: dict[str, Any], path: str = "/v1/messages") -> dict[str, Any]:
         channel = payload.get("channel")
-        envelope = self._envelope("POST", "/v1/messages", payload)
+        envelope = self._envelope("POST", path, payload)
         self.last_receipt = {name: envelope[name] for name in RECEIPT_FIELDS if name in envelope}
         result: dict[str, Any] = envelope["result"]
         warning = envelope.get("warning")
@@ -377,7 +377,7 @@ class ArcClient:
         if exclude_self:
             params["exclude_self"] = 1
         params.update(_present(channel=channel, thread_id=thread_id))
-        messages: list[dict[str, Any]] = self._call(
+        messages: list[dict[str, Any]] = self.call_hub(
             "GET", "/v1/events", params=params, wait=min(max(timeout, 0.0), MAX_LONG_POLL_SEC)
         )
         if messages:
@@ -626,7 +626,7 @@ class ArcClient:
 
     def bootstrap(self) -> dict[str, Any]:
         """This agent's starting view of the hub; moves ``since_id`` to the latest visible message."""
-        result: dict[str, Any] = self._call("GET", "/v1/bootstrap", params={"agent_id": self.agent_id})
+        result: dict[str, Any] = self.call_hub("GET", "/v1/bootstrap", params={"agent_id": self.agent_id})
         self._since_id = max(self._since_id, int(result.get("latest_visible_id") or 0))
         return result
 
@@ -646,18 +646,18 @@ class ArcClient:
         """Try to claim ``claim_key``. Returns the claim; ``owner_agent_id`` says who holds it (maybe someone else)."""
         payload: dict[str, Any] = {"owner_agent_id": self.agent_id, "claim_key": claim_key, "ttl_sec": ttl_sec}
         payload.update(_present(thread_id=thread_id, task_message_id=task_message_id, metadata=metadata))
-        result: dict[str, Any] = self._call("POST", "/v1/claims", payload)
+        result: dict[str, Any] = self.call_hub("POST", "/v1/claims", payload)
         return result
 
     def refresh_claim(self, claim_key: str, ttl_sec: int = 300) -> dict[str, Any]:
         """Extend a claim this agent holds to ``ttl_sec`` from now."""
         payload = {"claim_key": claim_key, "owner_agent_id": self.agent_id, "ttl_sec": ttl_sec}
-        result: dict[str, Any] = self._call("POST", "/v1/claims/refresh", payload)
+        result: dict[str, Any] = self.call_hub("POST", "/v1/claims/refresh", payload)
         return result
 
     def release(self, claim_key: str) -> dict[str, Any]:
         """Release a claim this agent holds."""
-        result: dict[str, Any] = self._call(
+        result: dict[str, Any] = self.call_hub(
             "POST", "/v1/claims/release", {"claim_key": claim_key, "agent_id": self.agent_id}
         )
         return result
@@ -666,19 +666,19 @@ class ArcClient:
         """Try to lock ``file_path``. Returns the lock; ``agent_id`` says who holds it (maybe someone else)."""
         payload: dict[str, Any] = {"agent_id": self.agent_id, "file_path": file_path, "ttl_sec": ttl_sec}
         payload.update(_present(metadata=metadata))
-        result: dict[str, Any] = self._call("POST", "/v1/locks", payload)
+        result: dict[str, Any] = self.call_hub("POST", "/v1/locks", payload)
         return result
 
     def unlock(self, file_path: str) -> dict[str, Any]:
         """Release this agent's lock on ``file_path``."""
-        result: dict[str, Any] = self._call(
+        result: dict[str, Any] = self.call_hub(
             "POST", "/v1/locks/release", {"agent_id": self.agent_id, "file_path": file_path}
         )
         return result
 
     def complete_task(self, task_id: int) -> dict[str, Any]:
         """Mark task ``task_id`` (the id of its ``task``/``task_request`` message) done."""
-        result: dict[str, Any] = self._call("POST", f"/v1/tasks/{int(task_id)}/complete", {})
+        result: dict[str, Any] = self.call_hub("POST", f"/v1/tasks/{int(task_id)}/complete", {})
         return result
 
     @classmethod
@@ -756,7 +756,7 @@ class ArcClient:
             wait = min(remaining, MAX_LONG_POLL_SEC)
             # Own messages included: an agent may call itself, and the result is then its own post.
             params = {"agent_id": self.agent_id, "since_id": since_id, "timeout": f"{wait:.3f}", "limit": 500}
-            messages: list[dict[str, Any]] = self._call("GET", "/v1/events", params=params, wait=wait)
+            messages: list[dict[str, Any]] = self.call_hub("GET", "/v1/events", params=params, wait=wait)
             for message in messages:
                 if message.get("kind") == "task_result" and message.get("reply_to") == request_id:
                     return message
@@ -772,7 +772,7 @@ class ArcClient:
         ``leased``, ``acked``, ``failed`` or ``expired``. The hub records deliveries
         in batches, a fraction of a second after they happen.
         """
-        result: dict[str, Any] = self._call("GET", f"/v1/messages/{int(message_id)}/status")
+        result: dict[str, Any] = self.call_hub("GET", f"/v1/messages/{int(message_id)}/status")
         return result
 
     def close_room(self, name: str) -> dict[str, Any]:
@@ -780,12 +780,12 @@ class ArcClient:
 
         Returns the room (``closed: true``); closing a closed room changes nothing.
         """
-        result: dict[str, Any] = self._call("POST", f"/v1/channels/{quote(name, safe='')}/close", {})
+        result: dict[str, Any] = self.call_hub("POST", f"/v1/channels/{quote(name, safe='')}/close", {})
         return result
 
     def reopen_room(self, name: str) -> dict[str, Any]:
         """Reopen room ``name`` (needs an admin key): it takes posts again. Returns the room."""
-        result: dict[str, Any] = self._call("POST", f"/v1/channels/{quote(name, safe='')}/reopen", {})
+        result: dict[str, Any] = self.call_hub("POST", f"/v1/channels/{quote(name, safe='')}/reopen", {})
         return result
 
     def search(
@@ -798,7 +798,7 @@ class ArcClient:
         ``ArcError`` (400) when ``q`` holds no letter or digit to search for.
         """
         params = {"q": q, "limit": int(limit), **_present(channel=channel, from_agent=from_agent)}
-        results: list[dict[str, Any]] = self._call("GET", "/v1/search", params=params)
+        results: list[dict[str, Any]] = self.call_hub("GET", "/v1/search", params=params)
         return results
 
     def wait_for(self, n: int, *, timeout: float = 30.0, capability: str | None = None) -> list[dict[str, Any]]:
@@ -837,13 +837,15 @@ class ArcClient:
         it a dead letter. Two consumers of one inbox never lease the same message.
         """
         payload = {"max": int(max), "lease_sec": int(lease_sec)}
-        leased: list[dict[str, Any]] = self._call("POST", f"/v1/inbox/{quote(self.agent_id, safe='')}/lease", payload)
+        leased: list[dict[str, Any]] = self.call_hub(
+            "POST", f"/v1/inbox/{quote(self.agent_id, safe='')}/lease", payload
+        )
         return leased
 
     def ack(self, message_ids: int | Iterable[int]) -> int:
         """Mark direct messages handled (their deliveries become ``acked``); returns how many moved."""
         ids = [int(message_ids)] if isinstance(message_ids, int) else [int(i) for i in message_ids]
-        result: dict[str, Any] = self._call(
+        result: dict[str, Any] = self.call_hub(
             "POST", "/v1/deliveries/ack", {"agent_id": self.agent_id, "message_ids": ids}
         )
         return int(result["acked"])
@@ -851,13 +853,13 @@ class ArcClient:
     def nack(self, message_id: int, *, reason: str = "", delay_sec: int = 0) -> dict[str, Any]:
         """Give a leased message back: queued again after ``delay_sec``, or failed once its attempts are used up."""
         payload = {"agent_id": self.agent_id, "message_id": int(message_id), "reason": reason, "delay_sec": delay_sec}
-        result: dict[str, Any] = self._call("POST", "/v1/deliveries/nack", payload)
+        result: dict[str, Any] = self.call_hub("POST", "/v1/deliveries/nack", payload)
         return result
 
     def deliveries(self, *, state: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
         """This agent's delivery records (``state="failed"``: its dead letters), newest first."""
         params = {"agent_id": self.agent_id, "limit": int(limit), **_present(state=state)}
-        rows: list[dict[str, Any]] = self._call("GET", "/v1/deliveries", params=params)
+        rows: list[dict[str, Any]] = self.call_hub("GET", "/v1/deliveries", params=params)
         return rows
 
     # ── delegation and asking ─────────────────────────────────────────────
@@ -880,20 +882,22 @@ class ArcClient:
         ``ttl_sec`` is the deadline: an unfinished task then times out and this agent is told.
         Raises ``ArcError`` (409) when no live agent has the capability.
         """
-        message: dict[str, Any] = {"from_agent": self.agent_id, "kind": "task_request", "body": body}
-        message.update(
+        task: dict[str, Any] = {"from_agent": self.agent_id, "body": body}
+        task.update(
             _present(
-                to_agent=to_agent,
-                to_capability=to_capability,
-                ttl_sec=ttl_sec,
-                thread_id=thread_id,
-                metadata={"payload": payload} if payload is not None else None,
+                to_agent=to_agent, to_capability=to_capability, ttl_sec=ttl_sec, thread_id=thread_id, payload=payload
             )
         )
-        request = self._post_payload(message)
+        request = self._post_payload(task, "/v1/tasks")
         if wait is None:
             return request
         return self.await_result(int(request["id"]), timeout=wait)
+
+    def answer(self, task_id: int, body: str = "", *, success: bool = True, payload: Any = None) -> dict[str, Any]:
+        """Answer a task you hold: a ``task_result`` to its requester that finishes it (fails it unless ``success``)."""
+        result = {"from_agent": self.agent_id, "body": body, "success": success}
+        result.update(_present(payload=payload))
+        return self._post_payload(result, f"/v1/tasks/{int(task_id)}/result")
 
     def ask(
         self,
@@ -913,7 +917,7 @@ class ArcClient:
         """
         payload = {"from_agent": self.agent_id, "body": body, "max_replies": int(max_replies), "timeout": timeout}
         payload.update(_present(channel=channel, to_capability=to_capability, thread_id=thread_id))
-        result: dict[str, Any] = self._call("POST", "/v1/ask", payload, wait=timeout)
+        result: dict[str, Any] = self.call_hub("POST", "/v1/ask", payload, wait=timeout)
         return result
 
     def gather(self, message_id: int, *, max_replies: int = 5, timeout: float = 30.0) -> list[dict[str, Any]]:
@@ -922,7 +926,7 @@ class ArcClient:
         while True:
             wait = min(max(deadline - time.monotonic(), 0.0), MAX_LONG_POLL_SEC)
             params = {"max": int(max_replies), "timeout": f"{wait:.3f}"}
-            result: dict[str, Any] = self._call(
+            result: dict[str, Any] = self.call_hub(
                 "GET", f"/v1/messages/{int(message_id)}/replies", params=params, wait=wait
             )
             replies: list[dict[str, Any]] = result["replies"]
@@ -962,9 +966,32 @@ _SPOOL_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 _O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 
 
-def _spool_name(agent_id: str) -> str:
+def spool_name(agent_id: str) -> str:
     """The spool directory name of ``agent_id``, as Arc derives it (``"agent"`` when nothing is left)."""
     return _SPOOL_UNSAFE.sub("_", str(agent_id or "").strip()) or "agent"
+
+
+def relay_request(
+    agent_id: str,
+    method: str,
+    path: str,
+    body: dict[str, Any] | None,
+    *,
+    key: str | None = None,
+    request_id: str | None = None,
+) -> dict[str, Any]:
+    """A relay request envelope, as Arc's ``FileRelayClient`` writes it (docs/relay.md); ``key`` when given."""
+    envelope: dict[str, Any] = {
+        "request_id": request_id or uuid.uuid4().hex,
+        "agent_id": agent_id,
+        "method": method.upper(),
+        "path": path,
+        "body": body,
+        "created_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+    if key:
+        envelope["key"] = key
+    return envelope
 
 
 class _RelayStopped(Exception):
@@ -984,7 +1011,7 @@ class _Spool:
         self.root = root if root.is_absolute() else Path.cwd() / root
         self.agent_id = agent_id
         self.key = key
-        self.name = _spool_name(agent_id)
+        self.name = spool_name(agent_id)
         if self.name in (".", ".."):  # Arc keeps these, and they would name the spool itself
             raise ArcError(f"agent id {agent_id!r} cannot name a spool directory", 400)
 
@@ -992,20 +1019,11 @@ class _Spool:
         self, method: str, path: str, body: dict[str, Any] | None, *, within: float, stop: threading.Event | None
     ) -> dict[str, Any]:
         """Write one request and return the relay's response envelope, waiting up to ``within`` s."""
-        request_id = uuid.uuid4().hex
-        envelope: dict[str, Any] = {
-            "request_id": request_id,
-            "agent_id": self.agent_id,
-            "method": method.upper(),
-            "path": path,
-            "body": body,
-            "created_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        }
-        if self.key:
-            envelope["key"] = self.key
+        envelope = relay_request(self.agent_id, method, path, body, key=self.key)
+        request_id = envelope["request_id"]
         requests_dir, responses_dir = self._agent_dirs()
         try:
-            _write_new(requests_dir / f"{request_id}.json", json.dumps(envelope).encode())
+            spool_write(requests_dir / f"{request_id}.json", json.dumps(envelope).encode())
         except OSError as exc:
             raise ArcError(
                 f"relay: cannot write the request into {requests_dir}: {exc}", RELAY_WRITE_ERROR_STATUS
@@ -1070,7 +1088,7 @@ class _Spool:
             pause = min(pause * 1.5, RELAY_POLL_MAX_SEC)
 
 
-def _write_new(path: Path, data: bytes) -> None:
+def spool_write(path: Path, data: bytes) -> None:
     """Write ``path`` atomically, as Arc does: a dot-named temporary file beside it, then a rename.
 
     The relay never sees half a request; the temporary file is created exclusively,

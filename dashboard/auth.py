@@ -1,4 +1,4 @@
-"""Who may use the dashboard, and as whom (SPEC section 7).
+"""Who may use the dashboard, and as whom (docs/dashboard.md).
 
 A human signs in with Django auth: a one-time link printed by ``up``/``ensure``/``login``
 (``services.login_link_mint``) or a staff user's password. A staff user acts as the hub's
@@ -24,9 +24,8 @@ from django.views.decorators.http import require_GET
 from django_htmx.http import HttpResponseClientRedirect
 from django_htmx.middleware import HtmxDetails
 
-from coordination import access, services
-from coordination.errors import ArcError
-from coordination.middleware import is_loopback
+from coordination.core import access, services
+from coordination.core.errors import ArcError
 
 View = Callable[..., HttpResponse]
 
@@ -42,7 +41,7 @@ def identity(request: HttpRequest) -> access.Identity:
     """The dashboard user as an API identity (``operator``, admin), by the API's own rules."""
     return access.resolve(
         authorization=None,
-        loopback=is_loopback(request.META.get("REMOTE_ADDR")),
+        client=request.META.get("REMOTE_ADDR"),
         staff_user=bool(request.user.is_authenticated and request.user.is_staff),
     )
 
@@ -82,8 +81,3 @@ class StaffAuthenticationForm(AuthenticationForm):
         super().confirm_login_allowed(user)
         if not user.is_staff:
             raise forms.ValidationError("This user is not a staff user; ask an administrator.", code="not_staff")
-
-
-def login_path(*, username: str) -> str:
-    """A fresh one-time dashboard link for ``username``: its path, to put after the hub's URL."""
-    return reverse("dashboard:login-link", args=[services.login_link_mint(username=username)])

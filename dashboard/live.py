@@ -29,9 +29,9 @@ from django.template.loader import render_to_string
 from django.urls import reverse
 from django.views.decorators.http import require_GET
 
-from coordination import selectors
-from coordination.api.params import as_id
-from coordination.feeds import FeedFilter, MessageFeed
+from coordination.core import selectors
+from coordination.core.feeds import FeedFilter, MessageFeed
+from coordination.core.parsing import as_id
 from dashboard.auth import identity
 
 KEEPALIVE_SEC = 15.0

@@ -1,10 +1,11 @@
-"""The humans' view (SPEC section 7): server-rendered pages with htmx live regions.
+"""The humans' view (docs/dashboard.md): server-rendered pages with htmx live regions.
 
 Every page reads without JavaScript; with it, ``hx-boost`` turns links and forms into
 in-page swaps and the live regions follow ``/live`` (``dashboard.live``). A request from
 htmx for one region (``?partial=<name>``) gets just that named partial of the page's
-template. Each action is parse → the API's access check → one service → back to the
-page, with the outcome as a flash message; domain errors become that message, never a 500.
+template. Each action is parse → one operation (``coordination.core.operations``, the
+checks and the service every door shares) → back to the page, with the outcome as a
+flash message; domain errors become that message, never a 500.
 """
 
 from __future__ import annotations
@@ -19,15 +20,13 @@ from django.http import HttpResponse, HttpResponseRedirect
 from django.shortcuts import render
 from django.template import TemplateDoesNotExist
 from django.urls import reverse
-from django.utils.cache import patch_vary_headers
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_POST
 
-from coordination import access, hub, selectors, services
-from coordination.api import manifest
-from coordination.api.params import as_id
-from coordination.errors import ArcError, Conflict, Invalid
-from coordination.models import AgentKey, Message
+from coordination.core import access, hub, operations, selectors, services
+from coordination.core.errors import ArcError, Conflict, Invalid
+from coordination.core.models import AgentKey, Message
+from coordination.core.parsing import as_id, reject_nul, require_id
 from dashboard.auth import DashboardRequest, operator_required
 
 # The regions a page may be asked for alone (``?partial=``): each refreshes itself on ``sse:<event>``.
@@ -83,7 +82,7 @@ def action(fallback: str) -> Callable[[Action], Callable[..., HttpResponse]]:
                 _reject_nul(request)
                 done = fn(request, _who(request), *args, **kwargs)
             except ArcError as exc:
-                messages.error(request, exc.message)
+                messages.error(request, exc.message, extra_tags=f"status-{exc.status}")
             else:
                 messages.success(request, done)
             return _back(request, reverse(fallback))
@@ -95,8 +94,7 @@ def action(fallback: str) -> Callable[[Action], Callable[..., HttpResponse]]:
 
 def _reject_nul(request: DashboardRequest) -> None:
     """Form fields with NUL characters are refused, as in the API: PostgreSQL cannot store them."""
-    if any("\x00" in value for values in request.POST.lists() for value in values[1]):
-        raise Invalid("form fields must not contain NUL characters")
+    reject_nul(list(request.POST.lists()), "form fields")
 
 
 def _field(request: DashboardRequest, name: str, *, required: bool = True) -> str:
@@ -117,18 +115,9 @@ def _int_field(request: DashboardRequest, name: str) -> int:
 # ── Overview ─────────────────────────────────────────────────────────────
 
 
+@operator_required
 @require_GET
 def overview(request: DashboardRequest) -> HttpResponse:
-    # An agent asking for the manifest (SPEC 2) gets it; anyone else gets the page.
-    response = manifest.manifest_response(request) if manifest.wants_json(request) else _overview_page(request)
-    # The answer depends on Accept; the Link header tells any client where the manifest is.
-    patch_vary_headers(response, ["Accept"])
-    response["Link"] = '</v1/manifest>; rel="describedby"; type="application/json"'
-    return response
-
-
-@operator_required
-def _overview_page(request: DashboardRequest) -> HttpResponse:
     recent = [m.as_wire() for m in selectors.messages_recent(limit=50)]
     context = {
         "agents": services.sessions_roster(),
@@ -184,7 +173,7 @@ def room_post(request: DashboardRequest, who: access.Identity, name: str) -> str
 @action("dashboard:waiting")
 def message_reply(request: DashboardRequest, who: access.Identity, message_id: int) -> str:
     """Reply to a message where it was asked: in its room and thread, or directly to its sender."""
-    asked = selectors.message_get(message_id).as_wire()
+    asked = selectors.message_get(require_id(message_id, "message_id")).as_wire()
     who.require_party(asked)
     # A direct message is answered to the other party (the recipient, if the operator sent it).
     other = asked["to_agent"] if asked["from_agent"] == who.agent_id else asked["from_agent"]
@@ -209,42 +198,40 @@ def _post(
 ) -> str:
     body = request.POST.get("body", "")
     expects = _field(request, "expects_reply", required=False) or "none"
-    who.check_post(to_agent=to_agent, channel=channel)
-    message = services.message_post(
-        from_agent=str(who.act_as(None, "from_agent") or access.OPERATOR),
-        to_agent=to_agent,
-        channel=channel,
-        body=body,
-        thread_id=thread_id,
-        reply_to=reply_to,
-        expects_reply=expects,
+    posted = operations.message_post(
+        who,
+        {
+            "from_agent": who.agent_id or access.OPERATOR,
+            "to_agent": to_agent,
+            "channel": channel,
+            "body": body,
+            "thread_id": thread_id,
+            "reply_to": reply_to,
+            "expects_reply": expects,
+        },
     )
-    receipt = selectors.post_receipt(message)
-    reached = receipt.get("recipients", 0)
-    return f"Posted message {message.id}; it reached {reached} live agent{'' if reached == 1 else 's'}."
+    reached = posted.extra.get("recipients", 0)
+    return f"Posted message {posted.result['id']}; it reached {reached} live agent{'' if reached == 1 else 's'}."
 
 
 @action("dashboard:overview")
 def reply_claim(request: DashboardRequest, who: access.Identity, message_id: int) -> str:
     """Take the reply to a message (``expects_reply``) as the human, as agents do."""
-    who.require_party(selectors.message_get(message_id).as_wire())
-    message, acquired = services.reply_claim(message_id=message_id, agent_id=who.agent_id or access.OPERATOR)
-    if acquired:
+    taken = operations.reply_claim(who, message_id, {"agent_id": who.agent_id or access.OPERATOR})
+    if taken.extra["acquired"]:
         return f"You will reply to message {message_id}."
-    raise Conflict(f"{message.reply_claimed_by} already took the reply to message {message_id}")
+    raise Conflict(f"{taken.result['reply_claimed_by']} already took the reply to message {message_id}")
 
 
 @action("dashboard:overview")
 def room_close(request: DashboardRequest, who: access.Identity, name: str) -> str:
-    who.require_admin("closing a room")
-    _, changed = services.room_close(name=name, actor=who.agent_id or access.OPERATOR)
+    changed = operations.room_close(who, name).extra["changed"]
     return f"Closed #{name}." if changed else f"#{name} was already closed."
 
 
 @action("dashboard:overview")
 def room_reopen(request: DashboardRequest, who: access.Identity, name: str) -> str:
-    who.require_admin("reopening a room")
-    _, changed = services.room_reopen(name=name, actor=who.agent_id or access.OPERATOR)
+    changed = operations.room_reopen(who, name).extra["changed"]
     return f"Reopened #{name}." if changed else f"#{name} was already open."
 
 
@@ -280,15 +267,13 @@ def work(request: DashboardRequest) -> HttpResponse:
 @action("dashboard:work")
 def task_act(request: DashboardRequest, who: access.Identity, task_id: int, verb: str) -> str:
     """Start, complete or fail a task as the operator (an admin may act on any task)."""
-    who.require_task(selectors.task_get(task_id).as_wire())
-    actor, admin = who.agent_id, who.admin
     if verb == "start":
-        services.task_start(task_id=task_id, actor=actor, admin=admin)
+        operations.task_start(who, task_id)
     elif verb == "complete":
-        services.task_complete(task_id=task_id, actor=actor, admin=admin)
+        operations.task_complete(who, task_id)
     elif verb == "fail":
         reason = _field(request, "reason", required=False) or f"failed by {who.agent_id} in the dashboard"
-        services.task_fail(task_id=task_id, reason=reason, actor=actor, admin=admin)
+        operations.task_fail(who, task_id, {"reason": reason})
     else:
         raise Invalid(f"unknown task action {verb[:40]!r} (start, complete or fail)")
     return f"Task {task_id}: {verb} done."
@@ -296,18 +281,16 @@ def task_act(request: DashboardRequest, who: access.Identity, task_id: int, verb
 
 @action("dashboard:work")
 def claim_release(request: DashboardRequest, who: access.Identity) -> str:
-    who.require_admin("force-releasing a claim")
     key = _field(request, "claim_key")
-    claim = services.claim_force_release(claim_key=key, actor=who.agent_id or access.OPERATOR)
-    return f"Released claim {key}; {claim.owner_agent_id} was told."
+    claim = operations.claim_force_release(who, key).result
+    return f"Released claim {key}; {claim['owner_agent_id']} was told."
 
 
 @action("dashboard:work")
 def lock_release(request: DashboardRequest, who: access.Identity) -> str:
-    who.require_admin("force-releasing a lock")
     path = _field(request, "file_path")
-    lock = services.lock_force_release(file_path=path, actor=who.agent_id or access.OPERATOR)
-    return f"Released the lock on {path}; {lock.agent_id} was told."
+    lock = operations.lock_force_release(who, path).result
+    return f"Released the lock on {path}; {lock['agent_id']} was told."
 
 
 # ── Deliveries ───────────────────────────────────────────────────────────
@@ -326,10 +309,9 @@ def deliveries(request: DashboardRequest) -> HttpResponse:
 
 @action("dashboard:deliveries")
 def delivery_retry(request: DashboardRequest, who: access.Identity) -> str:
-    who.require_admin("retrying dead letters")
     message_id = _int_field(request, "message_id")
     agent_id = _field(request, "agent_id", required=False) or None
-    retried = services.deliveries_retry(message_ids=[message_id], agent_id=agent_id)
+    retried = operations.deliveries_retry(who, {"message_ids": [message_id], "agent_id": agent_id}).result["retried"]
     if not retried:
         raise Invalid(f"message {message_id} has no dead letter to retry")
     return f"Queued message {message_id} again for {agent_id or 'its recipients'}."
@@ -360,17 +342,17 @@ def key_mint(request: DashboardRequest) -> HttpResponse:
     who = _who(request)
     try:
         _reject_nul(request)
-        who.require_admin("minting keys")
-        key, plaintext = services.key_mint(
+        key, plaintext = operations.key_mint(
+            who,
             agent_id=_field(request, "agent_id"),
             rooms=request.POST.getlist("rooms"),
             expires=_field(request, "expires", required=False) or "24h",
             admin=request.POST.get("admin") == "on",
             label=_field(request, "label", required=False),
-            created_by=request.user.get_username(),
+            by=request.user.get_username(),
         )
     except ArcError as exc:
-        messages.error(request, exc.message)
+        messages.error(request, exc.message, extra_tags=f"status-{exc.status}")
         return HttpResponseRedirect(reverse("dashboard:keys"))
     response = _page(request, "keys.html", _keys_context(minted=key, plaintext=plaintext), page="keys")
     response["Cache-Control"] = "no-store"  # the secret must not stay in any cache
@@ -379,9 +361,8 @@ def key_mint(request: DashboardRequest) -> HttpResponse:
 
 @action("dashboard:keys")
 def key_revoke(request: DashboardRequest, who: access.Identity, key_id: str) -> str:
-    who.require_admin("revoking keys")
-    key = services.key_revoke(key_id=key_id)
-    return f"Revoked key {key.prefix} of {key.agent_id}; its open streams and sockets are closed."
+    key = operations.key_revoke(who, key_id).result
+    return f"Revoked key {key['key_id']} of {key['agent_id']}; its open streams and sockets are closed."
 
 
 # ── Network and stats ────────────────────────────────────────────────────
@@ -396,9 +377,8 @@ def network(request: DashboardRequest) -> HttpResponse:
 
 @action("dashboard:network")
 def network_set(request: DashboardRequest, who: access.Identity) -> str:
-    who.require_admin("changing remote access")
     allow = _field(request, "allow_remote") == "on"
-    services.network_set(allow_remote=allow)
+    operations.network_set(who, {"allow_remote": allow})
     if allow:
         return "Remote access is on: clients on other machines may connect (with a key)."
     return "Remote access is off: only this machine may connect."

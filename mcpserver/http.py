@@ -1,7 +1,7 @@
-"""``/mcp``: the MCP tools over streamable HTTP, inside the hub's ASGI app (SPEC section 6).
+"""``/mcp``: the MCP tools over streamable HTTP, inside the hub's ASGI app (docs/mcp.md).
 
 Who is calling is decided here, once per request, by the REST edge's rules
-(``coordination.access.resolve``): a Bearer agent key acts as its agent (401 for a
+(``coordination.core.access.resolve``): a Bearer agent key acts as its agent (401 for a
 bad, revoked or expired key); a loopback client without a key, under
 ``ARC_AUTH=loopback-open``, names its agent with ``?agent=NAME`` (or an
 ``X-Arc-Agent`` header); a remote client needs a key and is refused (403) while
@@ -33,9 +33,9 @@ from django.conf import settings
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.transport_security import TransportSecuritySettings
 
-from coordination import access, hub
-from coordination.errors import ArcError, Forbidden, Invalid
-from coordination.middleware import is_loopback
+from coordination.core import access, hub
+from coordination.core.errors import ArcError, Forbidden, Invalid
+from coordination.core.parsing import json_document, reject_nul
 from mcpserver.backend import Backend, hub_error
 from mcpserver.local import LocalBackend
 from mcpserver.tools import build_server
@@ -80,6 +80,7 @@ class McpEndpoint:
         send = _stamped(send)
         try:
             caller = await _caller(scope)
+            receive = await _checked_body(scope, receive)
         except ArcError as exc:
             await _refuse(send, getattr(exc, "status", 400), exc.message)
             return
@@ -135,23 +136,54 @@ def _on_reactor_shutdown(callback: Any) -> None:
 
 async def _caller(scope: Scope) -> Caller:
     headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
-    client = scope.get("client")
-    loopback = is_loopback(client[0] if client else None)
+    peer = scope.get("client")
+    client = peer[0] if peer else None
     authorization = headers.get("authorization")
-    if authorization or not loopback:
-        identity = await sync_to_async(access.resolve)(authorization=authorization, loopback=loopback)
+    if access.needs_database(authorization=authorization, client=client):
+        identity = await sync_to_async(access.resolve)(authorization=authorization, client=client)
     else:
-        identity = access.resolve(authorization=None, loopback=loopback)
+        identity = access.resolve(authorization=None, client=client)
     if identity.key_id is None:
         _check_host(headers)
     query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
     named = (query.get("agent") or [headers.get("x-arc-agent", "")])[-1].strip()
+    raw_caps = (query.get("capabilities") or [headers.get("x-arc-capabilities", "")])[-1]
+    reject_nul([named, raw_caps], "the agent and capabilities")  # before any session is opened for them
     agent_id = identity.act_as(named or None, "agent")
     if not agent_id:
         raise Invalid(f"name the agent: {PATH}?agent=NAME (or an X-Arc-Agent header), or send an agent key")
-    raw_caps = (query.get("capabilities") or [headers.get("x-arc-capabilities", "")])[-1]
     capabilities = [c.strip() for c in raw_caps.split(",") if c.strip()]
     return Caller(identity=identity, agent_id=str(agent_id), capabilities=capabilities)
+
+
+async def _checked_body(scope: Scope, receive: Any) -> Any:
+    """A POST's JSON, checked by the hub's one JSON rule before the SDK reads it (same answer as REST).
+
+    The body (already capped by the site's ``BodyLimit``) is read whole and handed on as
+    it came. A malformed document, one nested too deep or a number out of range: 400 with
+    the hub's message. Text in tool arguments (NUL) is the tools' to refuse, as tool errors.
+    """
+    if scope.get("method") != "POST":
+        return receive
+    chunks: list[bytes] = []
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return _replay([message], receive)
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            break
+    body = b"".join(chunks)
+    if body:
+        json_document(body, "the JSON-RPC message", text_rule=False)
+    return _replay([{"type": "http.request", "body": body, "more_body": False}], receive)
+
+
+def _replay(first: list[dict[str, Any]], receive: Any) -> Any:
+    async def replay() -> dict[str, Any]:
+        return first.pop(0) if first else await receive()
+
+    return replay
 
 
 def _check_host(headers: dict[str, str]) -> None:

@@ -1,11 +1,11 @@
-"""``Backend`` in process: the hub's services and selectors, behind the REST views' access checks.
+"""``Backend`` in process: the hub's operations, as every other door calls them.
 
-Used by ``/mcp`` inside the hub and by ``manage.py mcp --local``. Each method is what
-the matching REST view does — parse with the view's serializer, bind the acting
-fields to the identity (``Identity.bind``/``act_as``), the identity's room and post
-checks, one service or selector call — so an MCP agent meets exactly the rules a
-REST client does. Waiting (poll, RPC) uses the same push-woken feeds as the
-long-polls (``coordination.feeds``), never a timer over the database.
+Used by ``/mcp`` inside the hub and by ``manage.py mcp --local``. Each method is one
+operation of ``coordination.core.operations`` for the backend's identity (the same
+input shapes, acting-field binding, room, post and task rules, and service as a REST
+request), so an MCP agent meets exactly the rules a REST client does. Waiting (poll,
+RPC) uses the core's push-woken feeds (``coordination.core.feeds``), never a timer
+over the database.
 
 The poll cursor of an agent is the hub's own ``FeedCursor`` (how far the agent's
 whole feed has been handed out), which every poll without a room or thread filter
@@ -21,12 +21,11 @@ from typing import Any, TypeVar
 
 from asgiref.sync import sync_to_async
 
-from coordination import access, search, selectors, services
-from coordination.access import Identity
-from coordination.api import serializers as s
-from coordination.api.streams import _long_poll  # the long-poll the /v1/events view answers with
-from coordination.errors import ArcError
-from coordination.feeds import DeliveryMarker, FeedFilter, MessageFeed
+from coordination.core import access, feeds, selectors, services
+from coordination.core import operations as ops
+from coordination.core.access import Identity
+from coordination.core.errors import ArcError
+from coordination.core.feeds import DeliveryMarker, FeedFilter, MessageFeed
 from mcpserver.backend import POLL_LIMIT, hub_error
 
 T = TypeVar("T")
@@ -50,20 +49,27 @@ def _guard(fn: Callable[[], T]) -> T:
         raise hub_error(exc.message, exc.status) from None
 
 
+def _present(raw: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in raw.items() if v is not None}
+
+
 class LocalBackend:
     def __init__(self, agent_id: str, identity: Identity, *, capabilities: list[str] | None = None) -> None:
         self.identity = identity
         self.agent_id = str(_guard(lambda: identity.act_as(agent_id, "agent")))
         self.capabilities = capabilities or []
 
+    async def _op(self, operation: Callable[..., ops.Answer], *args: Any, **kwargs: Any) -> ops.Answer:
+        return await _db(operation, self.identity, *args, **kwargs)
+
     async def start(self) -> dict[str, Any]:
         """Keep the agent live: open its session if it has no live one, else refresh its presence."""
-        return await _db(_session_ensure, self.agent_id, self.capabilities)
+        return await _db(_session_ensure, self.identity, self.agent_id, self.capabilities)
 
     # ── Backend ───────────────────────────────────────────────────────────
 
     async def whoami(self) -> dict[str, Any]:
-        info = await _db(selectors.bootstrap, agent_id=self.agent_id)
+        info = (await self._op(ops.bootstrap, self.agent_id)).result
         who = self.identity
         return {
             **info,
@@ -97,32 +103,19 @@ class LocalBackend:
             "expects_reply": expects_reply,
             "metadata": metadata,
         }
-        return await self._post({k: v for k, v in raw.items() if v is not None})
-
-    async def _post(self, raw: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-        who = self.identity
-        data = _guard(lambda: s.MessagePost.parse(who.bind(raw, "from_agent")))
-        _guard(
-            lambda: who.check_post(
-                to_agent=data.get("to_agent") or data.get("to_capability"), channel=data.get("channel")
-            )
-        )
-        return await _db(_message_post, data)
+        posted = await self._op(ops.message_post, _present(raw))
+        return posted.result, posted.extra
 
     async def poll(self, *, timeout: float, channel: str | None, thread_id: str | None) -> list[dict[str, Any]]:
-        who = self.identity
-        _guard(lambda: who.require_room(channel))
-        flt = FeedFilter(
-            agent_id=self.agent_id,
-            channel=channel,
-            thread_id=thread_id,
-            rooms=who.visible_rooms(),
-            exclude_self=True,
+        flt = _guard(
+            lambda: FeedFilter.for_agent(
+                self.identity, self.agent_id, channel=channel, thread_id=thread_id, exclude_self=True
+            )
         )
         since = max(_cursors.get(self.agent_id, 0), await _db(selectors.feed_cursor, self.agent_id))
         marker = DeliveryMarker(flt)
         try:
-            rows, _closed = await _long_poll(flt, since, POLL_LIMIT, timeout, marker, room=channel)
+            rows, _closed = await feeds.long_poll(flt, since, POLL_LIMIT, timeout, marker, room=channel)
         except ArcError as exc:
             raise hub_error(exc.message, exc.status) from None
         if rows:
@@ -136,14 +129,13 @@ class LocalBackend:
         return await _db(services.sessions_roster, capability=capability)
 
     async def create_channel(self, *, name: str) -> dict[str, Any]:
-        data = _guard(
-            lambda: s.ChannelCreate.parse(self.identity.bind({"name": name, "created_by": self.agent_id}, "created_by"))
-        )
-        room, _created = await _db(services.room_create, name=data["name"], created_by=data.get("created_by"))
-        return room.as_wire()
+        created = await self._op(ops.room_create, {"name": name, "created_by": self.agent_id})
+        return dict(created.result)
 
     async def rpc_call(self, *, to_agent: str, body: str, timeout: float) -> dict[str, Any]:
-        request, _ = await self.post(channel="direct", body=body, kind="task_request", to_agent=to_agent)
+        request = await self.delegate(
+            body=body, to_agent=to_agent, to_capability=None, payload=None, ttl_sec=None, thread_id=None
+        )
         return await self.await_result(task_id=int(request["id"]), timeout=timeout)
 
     async def claim(
@@ -156,57 +148,40 @@ class LocalBackend:
             "task_message_id": task_message_id,
             "ttl_sec": ttl_sec,
         }
-        data = _guard(lambda: s.ClaimAcquire.parse(self.identity.bind(_present(raw), "owner_agent_id")))
-        claim, acquired = await _db(services.claim_acquire, **data)
-        return claim.as_wire(), acquired
+        claimed = await self._op(ops.claim_acquire, _present(raw))
+        return claimed.result, bool(claimed.extra["acquired"])
 
     async def release_claim(self, *, claim_key: str) -> dict[str, Any]:
-        data = _guard(
-            lambda: s.ClaimRelease.parse(
-                self.identity.bind({"claim_key": claim_key, "agent_id": self.agent_id}, "agent_id")
-            )
-        )
-        return (await _db(services.claim_release, **data)).as_wire()
+        return dict((await self._op(ops.claim_release, {"claim_key": claim_key, "agent_id": self.agent_id})).result)
 
     async def lock(self, *, file_path: str, ttl_sec: int) -> tuple[dict[str, Any], bool]:
-        raw = {"agent_id": self.agent_id, "file_path": file_path, "ttl_sec": ttl_sec}
-        data = _guard(lambda: s.LockAcquire.parse(self.identity.bind(raw, "agent_id")))
-        lock, acquired = await _db(services.lock_acquire, **data)
-        return lock.as_wire(), acquired
+        locked = await self._op(
+            ops.lock_acquire, {"agent_id": self.agent_id, "file_path": file_path, "ttl_sec": ttl_sec}
+        )
+        return locked.result, bool(locked.extra["acquired"])
 
     async def unlock(self, *, file_path: str) -> dict[str, Any]:
-        data = _guard(
-            lambda: s.LockRelease.parse(
-                self.identity.bind({"file_path": file_path, "agent_id": self.agent_id}, "agent_id")
-            )
-        )
-        return (await _db(services.lock_release, **data)).as_wire()
+        return dict((await self._op(ops.lock_release, {"file_path": file_path, "agent_id": self.agent_id})).result)
 
     async def tasks(
         self, *, status: str | None, assignee: str | None, channel: str | None, thread_id: str | None
     ) -> list[dict[str, Any]]:
-        rows = await _db(selectors.tasks_list, status=status, assignee=assignee, channel=channel, thread_id=thread_id)
-        return [wire for wire in (t.as_wire() for t in rows) if self.identity.may_see_task(wire)]
+        listed = await self._op(ops.tasks_list, status=status, assignee=assignee, channel=channel, thread_id=thread_id)
+        return list(listed.result)
 
     async def start_task(self, *, task_id: int) -> dict[str, Any]:
-        return (await _db(services.task_start, task_id=task_id, actor=self.identity.agent_id)).as_wire()
+        return dict((await self._op(ops.task_start, task_id)).result)
 
     async def complete_task(self, *, task_id: int) -> dict[str, Any]:
-        task, parent_completed = await _db(services.task_complete, task_id=task_id, actor=self.identity.agent_id)
-        return {**task.as_wire(), **({"parent_completed": True} if parent_completed else {})}
+        done = await self._op(ops.task_complete, task_id)
+        return {**done.result, **done.extra}
 
     async def answer_task(self, *, task_id: int, body: str, success: bool) -> dict[str, Any]:
-        # As the WebSocket ``result`` frame: services.task_result addresses the requester.
-        _guard(lambda: self.identity.check_post(to_agent="(the requester)", channel=None))
-        message = await _db(services.task_result, from_agent=self.agent_id, task_id=task_id, success=success, body=body)
-        return message.as_wire()
+        raw = {"from_agent": self.agent_id, "task_id": task_id, "body": body, "success": success}
+        return dict((await self._op(ops.task_result, raw)).result)
 
     async def fail_task(self, *, task_id: int, reason: str) -> dict[str, Any]:
-        data = _guard(lambda: s.TaskFail.parse({"reason": reason}))
-        task = await _db(
-            services.task_fail, task_id=task_id, reason=data.get("reason") or "failed", actor=self.identity.agent_id
-        )
-        return task.as_wire()
+        return dict((await self._op(ops.task_fail, task_id, {"reason": reason})).result)
 
     async def delegate(
         self,
@@ -220,16 +195,14 @@ class LocalBackend:
     ) -> dict[str, Any]:
         raw = {
             "from_agent": self.agent_id,
-            "kind": "task_request",
             "body": body,
             "to_agent": to_agent,
             "to_capability": to_capability,
+            "payload": payload,
             "ttl_sec": ttl_sec,
             "thread_id": thread_id,
-            "metadata": {"payload": payload} if payload is not None else None,
         }
-        message, _receipt = await self._post(_present(raw))
-        return message
+        return dict((await self._op(ops.task_delegate, _present(raw))).result)
 
     async def await_result(self, *, task_id: int, timeout: float) -> dict[str, Any]:
         """The first ``task_result`` replying to ``task_id`` that this agent can see (its DMs or its rooms)."""
@@ -247,63 +220,34 @@ class LocalBackend:
                 rows, _others = await feed.next(left)
 
     async def lease(self, *, max_messages: int, lease_sec: int) -> list[dict[str, Any]]:
-        data = _guard(lambda: s.InboxLease.parse({"max": max_messages, "lease_sec": lease_sec}))
-        return await _db(_inbox_lease, self.agent_id, data)
+        raw = {"agent_id": self.agent_id, "max": max_messages, "lease_sec": lease_sec}
+        return list((await self._op(ops.inbox_lease, raw)).result)
 
     async def ack(self, *, message_ids: list[int]) -> int:
-        raw = {"agent_id": self.agent_id, "message_ids": message_ids}
-        data = _guard(lambda: s.DeliveryAck.parse(self.identity.bind(raw, "agent_id")))
-        return await _db(services.delivery_ack, agent_id=data["agent_id"], message_ids=data["message_ids"])
+        acked = await self._op(ops.delivery_ack, {"agent_id": self.agent_id, "message_ids": message_ids})
+        return int(acked.result["acked"])
 
     async def nack(self, *, message_id: int, reason: str, delay_sec: int) -> dict[str, Any]:
         raw = {"agent_id": self.agent_id, "message_id": message_id, "reason": reason or None, "delay_sec": delay_sec}
-        data = _guard(lambda: s.DeliveryNack.parse(self.identity.bind(_present(raw), "agent_id")))
-        delivery = await _db(
-            services.delivery_nack,
-            agent_id=data["agent_id"],
-            message_id=data["message_id"],
-            reason=data.get("reason", ""),
-            delay_sec=data.get("delay_sec", 0),
-        )
-        return delivery.as_wire()
+        return dict((await self._op(ops.delivery_nack, _present(raw))).result)
 
     async def thread(self, *, thread_id: str) -> dict[str, Any]:
-        who = self.identity
-        detail = await _db(selectors.thread_detail, thread_id=thread_id)
-        _guard(lambda: who.require_room(detail["thread"]["channel"]))
-        detail["messages"] = [m for m in detail["messages"] if who.may_read(m)]
-        return detail
+        return dict((await self._op(ops.thread_get, thread_id)).result)
 
     async def search(self, *, q: str, channel: str | None, from_agent: str | None, limit: int) -> list[dict[str, Any]]:
-        return await _db(
-            search.messages_search, q=q, reader=self.identity, channel=channel, from_agent=from_agent, limit=limit
-        )
+        found = await self._op(ops.search_messages, q=q, channel=channel, from_agent=from_agent, limit=limit)
+        return list(found.result)
 
 
-def _present(raw: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in raw.items() if v is not None}
-
-
-def _session_ensure(agent_id: str, capabilities: list[str]) -> dict[str, Any]:
+def _session_ensure(who: Identity, agent_id: str, capabilities: list[str]) -> dict[str, Any]:
     live = selectors.session_live(agent_id)
     if live is None:
-        return services.session_create(agent_id=agent_id, capabilities=capabilities, replace=True).as_wire()
+        opened = ops.session_open(who, {"agent_id": agent_id, "capabilities": capabilities, "replace": True})
+        return dict(opened.result)
     services.session_touch(agent_id=agent_id)
     return live.as_wire()
 
 
-def _message_post(data: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    message = services.message_post(**data)
-    return message.as_wire(), selectors.post_receipt(message)
-
-
-def _inbox_lease(agent_id: str, data: dict[str, Any]) -> list[dict[str, Any]]:
-    leased = services.inbox_lease(
-        agent_id=agent_id, max_messages=data.get("max", 10), lease_sec=data.get("lease_sec", 60)
-    )
-    return [selectors.leased_wire(d) for d in leased]
-
-
-def identity_for(authorization: str | None, *, loopback: bool) -> Identity:
-    """The REST edge's identity resolution (``access.resolve``), for ``--local`` and ``/mcp``."""
-    return access.resolve(authorization=authorization, loopback=loopback)
+def identity_for(authorization: str | None) -> Identity:
+    """The identity of ``manage.py mcp --local``: a process on this machine, by the hub's one rule."""
+    return access.resolve(authorization=authorization, client=access.THIS_MACHINE)

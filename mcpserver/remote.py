@@ -49,7 +49,6 @@ class ClientBackend:
         self._cursor_file: Path | None = None
         self._local = threading.local()
         self._poll_lock = asyncio.Lock()
-        self._requesters: dict[int, str] = {}  # task id → requester, from task requests this agent was shown
 
     # ── plumbing ──────────────────────────────────────────────────────────
 
@@ -75,7 +74,7 @@ class ClientBackend:
             lambda c: c.register(replace=True, capabilities=self.capabilities or None, display_name=self.agent_id)
         )
         if self.state_dir is not None:
-            info = await self._run(lambda c: c._call("GET", "/v1/hub-info"))  # the client's one transport seam
+            info = await self._run(lambda c: c.call_hub("GET", "/v1/hub-info"))
             instance = re.sub(r"[^A-Za-z0-9._-]", "_", str(info.get("instance_id") or "hub"))
             name = re.sub(r"[^A-Za-z0-9._-]", "_", self.agent_id)
             self._cursor_file = self.state_dir / f"{name}@{instance}.cursor"
@@ -90,15 +89,10 @@ class ClientBackend:
         tmp.write_text(str(self.cursor))
         tmp.replace(self._cursor_file)
 
-    def _remember(self, messages: list[dict[str, Any]]) -> None:
-        for m in messages:
-            if m.get("kind") in ("task_request", "task") and m.get("from_agent"):
-                self._requesters[int(m["id"])] = str(m["from_agent"])
-
     # ── Backend ───────────────────────────────────────────────────────────
 
     async def whoami(self) -> dict[str, Any]:
-        info = await self._run(lambda c: c._call("GET", "/v1/bootstrap", params={"agent_id": self.agent_id}))
+        info = await self._run(lambda c: c.call_hub("GET", "/v1/bootstrap", params={"agent_id": self.agent_id}))
         return {**info, "transport": f"HTTP to {self.base_url}", "keyed": bool(self.key), "cursor": self.cursor}
 
     async def post(
@@ -138,17 +132,16 @@ class ClientBackend:
             messages = await self._run(call)
             if messages:
                 self._save_cursor()
-            self._remember(messages)
             return messages
 
     async def agents(self, *, capability: str | None) -> list[dict[str, Any]]:
         params = {"capability": capability} if capability else None
-        roster: list[dict[str, Any]] = await self._run(lambda c: c._call("GET", "/v1/agents", params=params))
+        roster: list[dict[str, Any]] = await self._run(lambda c: c.call_hub("GET", "/v1/agents", params=params))
         return roster
 
     async def create_channel(self, *, name: str) -> dict[str, Any]:
         body = {"name": name, "created_by": self.agent_id}
-        room: dict[str, Any] = await self._run(lambda c: c._call("POST", "/v1/channels", body))
+        room: dict[str, Any] = await self._run(lambda c: c.call_hub("POST", "/v1/channels", body))
         return room
 
     async def rpc_call(self, *, to_agent: str, body: str, timeout: float) -> dict[str, Any]:
@@ -180,36 +173,22 @@ class ClientBackend:
             for k, v in {"status": status, "assignee": assignee, "channel": channel, "thread_id": thread_id}.items()
             if v is not None
         }
-        rows: list[dict[str, Any]] = await self._run(lambda c: c._call("GET", "/v1/tasks", params=params))
+        rows: list[dict[str, Any]] = await self._run(lambda c: c.call_hub("GET", "/v1/tasks", params=params))
         return rows
 
     async def start_task(self, *, task_id: int) -> dict[str, Any]:
-        task: dict[str, Any] = await self._run(lambda c: c._call("POST", f"/v1/tasks/{int(task_id)}/start", {}))
+        task: dict[str, Any] = await self._run(lambda c: c.call_hub("POST", f"/v1/tasks/{int(task_id)}/start", {}))
         return task
 
     async def complete_task(self, *, task_id: int) -> dict[str, Any]:
         return await self._run(lambda c: c.complete_task(task_id))
 
     async def answer_task(self, *, task_id: int, body: str, success: bool) -> dict[str, Any]:
-        requester = self._requesters.get(int(task_id)) or await self._requester(int(task_id))
-        # As services.task_result does in process: metadata.success false makes the hub fail the task.
-        return await self._run(
-            lambda c: c.dm(
-                requester, body, kind="task_result", reply_to=int(task_id), metadata={"success": bool(success)}
-            )
-        )
-
-    async def _requester(self, task_id: int) -> str:
-        for task in await self.tasks(status=None, assignee=None, channel=None, thread_id=None):
-            if int(task.get("task_id", -1)) == task_id:
-                if not task.get("requester"):
-                    raise hub_error(f"task {task_id} has no requester to answer", 409)
-                return str(task["requester"])
-        raise hub_error("task not found", 404)
+        return await self._run(lambda c: c.answer(int(task_id), body, success=success))
 
     async def fail_task(self, *, task_id: int, reason: str) -> dict[str, Any]:
         task: dict[str, Any] = await self._run(
-            lambda c: c._call("POST", f"/v1/tasks/{int(task_id)}/fail", {"reason": reason})
+            lambda c: c.call_hub("POST", f"/v1/tasks/{int(task_id)}/fail", {"reason": reason})
         )
         return task
 
@@ -240,7 +219,6 @@ class ClientBackend:
 
     async def lease(self, *, max_messages: int, lease_sec: int) -> list[dict[str, Any]]:
         leased = await self._run(lambda c: c.lease(max_messages, lease_sec=lease_sec))
-        self._remember(leased)
         return leased
 
     async def ack(self, *, message_ids: list[int]) -> int:
@@ -250,7 +228,9 @@ class ClientBackend:
         return await self._run(lambda c: c.nack(message_id, reason=reason, delay_sec=delay_sec))
 
     async def thread(self, *, thread_id: str) -> dict[str, Any]:
-        detail: dict[str, Any] = await self._run(lambda c: c._call("GET", f"/v1/threads/{quote(thread_id, safe='')}"))
+        detail: dict[str, Any] = await self._run(
+            lambda c: c.call_hub("GET", f"/v1/threads/{quote(thread_id, safe='')}")
+        )
         return detail
 
     async def search(self, *, q: str, channel: str | None, from_agent: str | None, limit: int) -> list[dict[str, Any]]:

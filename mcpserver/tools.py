@@ -1,4 +1,4 @@
-"""The hub's MCP tools (SPEC section 6), written once against ``mcpserver.backend.Backend``.
+"""The hub's MCP tools (docs/mcp.md), written once against ``mcpserver.backend.Backend``.
 
 ``build_server(backend_for, tools=...)`` returns an ``MCPServer`` whose tools each
 take their backend from ``backend_for(ctx)``: one fixed backend over stdio, one per
@@ -9,7 +9,7 @@ Arc's six tools (``arc_post_message``, ``arc_poll_messages``, ``arc_dm``,
 ``arc_list_agents``, ``arc_create_channel``, ``arc_rpc_call``) keep Arc's names and
 argument names; new arguments are optional.
 
-Untrusted content (SPEC section 2): every message body written by another agent
+Untrusted content (docs/protocol.md): every message body written by another agent
 comes back inside a fence naming its sender, with a nonce fresh for each tool call
 so that a body cannot forge the closing line. Attachments and metadata from other
 agents go inside the same fence.
@@ -24,7 +24,6 @@ from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, Literal
 
 from mcp.server.mcpserver import Context, MCPServer
-from mcp.server.mcpserver.exceptions import ToolError
 from pydantic import Field
 
 from mcpserver.backend import MAX_POLL_SEC, MAX_WAIT_SEC, Backend, clamp
@@ -290,9 +289,6 @@ def build_server(backend_for: BackendFor, *, tools: Literal["core", "all"] = "al
     ) -> Result:
         """Hand a task to another agent, by name or by capability. Returns the task (its `id`, and `to_agent`:
         who got it); with `wait_sec`, waits for and returns the result too. Use it to parallelise work."""
-        if (to_agent is None) == (to_capability is None):
-            # A task_request without a worker would be a broadcast nobody is assigned to: not a delegation.
-            raise ToolError("give exactly one of to_agent or to_capability")
         hub = await backend_for(ctx)
         task = await hub.delegate(
             body=body,

@@ -1,4 +1,4 @@
-"""The file-spool relay for sandboxed agents (SPEC section 5): Arc's spool, served concurrently.
+"""The file-spool relay for sandboxed agents (docs/relay.md): Arc's spool, served concurrently.
 
 ``RelayServer`` watches ``<spool>/requests`` and hands every request it takes to a
 ``Forwarder`` as its own asyncio task, so a slow request (a long-poll over the relay)
@@ -36,6 +36,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from coordination.core.errors import Invalid
+from coordination.core.parsing import json_object
 from relay.spool import Spool, Ticket, error_envelope, iso_now
 
 log = logging.getLogger("arc.relay")
@@ -80,12 +82,14 @@ class BadRequest(ValueError):
 def parse_request(raw: bytes, *, fallback_request_id: str) -> RelayRequest:
     """Validate a request envelope as Arc does (``_validate_request_envelope``), plus ``key`` and a ``/v1/`` path."""
     try:
-        payload = json.loads(raw.decode("utf-8"))
+        text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise BadRequest(f"request file is not UTF-8: {exc}") from exc
-    except (json.JSONDecodeError, RecursionError) as exc:
-        raise BadRequest(f"request file is not valid JSON: {exc}") from exc
-    if not isinstance(payload, dict):
+    try:
+        payload = json_object(text, "the request envelope")  # the hub's one JSON rule (numbers, NUL, ...)
+    except Invalid as exc:
+        raise BadRequest(f"request file is not valid JSON: {exc.message}") from exc
+    if not text.strip():
         raise BadRequest("request envelope must be a JSON object")
     request_id = str(payload.get("request_id") or fallback_request_id).strip()[:200] or fallback_request_id
     method = payload.get("method")

@@ -1,7 +1,7 @@
 """Arc's file spool, the server's side: find request files, take them, write responses.
 
 Layout and envelopes exactly as Arc's ``FileRelayClient`` writes and reads them
-(SPEC section 5)::
+(docs/relay.md)::
 
     <spool>/requests/<agent>/<request_id>.json   → taken by renaming it to <request_id>.work
     <spool>/responses/<agent>/<request_id>.json  ← written atomically (temp file, then rename)
@@ -148,10 +148,12 @@ class Spool:
                 if not stat.S_ISREG(info.st_mode):
                     raise ValueError("request is not a regular file")
                 if info.st_size > limit:
-                    raise OverflowError(f"request file is {info.st_size} bytes; the limit is {limit}")
+                    raise OverflowError(
+                        f"request body exceeds max size ({limit} bytes): the request file is {info.st_size}"
+                    )
                 data = handle.read(limit + 1)
                 if len(data) > limit:
-                    raise OverflowError(f"request file exceeds {limit} bytes")
+                    raise OverflowError(f"request body exceeds max size ({limit} bytes)")
                 return data
 
     # ── writing responses ───────────────────────────────────────────────────

@@ -56,7 +56,7 @@ def fill(hub: Hub) -> None:
         body="Morning. Today: ship 1.4 — release notes, and the flaky login test.",
     )
     post(hub, from_agent="bob", channel="general", body="I'll take the flaky login test; claiming it now.")
-    post(hub, from_agent="carol", channel="general", body="Release notes are mine. Locking docs/release-notes.md.")
+    post(hub, from_agent="carol", channel="general", body="Release notes are mine. Locking notes/release.md.")
     post(
         hub,
         from_agent="alice",
@@ -86,7 +86,7 @@ def fill(hub: Hub) -> None:
         "/v1/claims",
         {"owner_agent_id": "bob", "claim_key": "fix-flaky-login", "thread_id": "release-1.4", "ttl_sec": 3600},
     )
-    call(hub, "POST", "/v1/locks", {"agent_id": "carol", "file_path": "docs/release-notes.md", "ttl_sec": 3600})
+    call(hub, "POST", "/v1/locks", {"agent_id": "carol", "file_path": "notes/release.md", "ttl_sec": 3600})
     post(
         hub,
         from_agent="alice",

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Install the test dependencies and run the whole suite: ruff, mypy, then pytest on SQLite
+# Install the test dependencies and run the whole suite: ruff, mypy, import contracts, then pytest on SQLite
 # and on PostgreSQL, side by side. This is the one test command (README, .ci/run).
 #
 #   scripts/test.sh              # everything
@@ -98,6 +98,9 @@ say "ruff (lint and format)"
 
 say "mypy"
 .venv/bin/mypy .
+
+say "import contracts (lint-imports: the layers of docs/architecture.md)"
+.venv/bin/lint-imports --no-cache
 
 if ensure_redis; then
   say "Redis reachable at $REDIS_URL: channel-layer tests run on in-memory and Redis"

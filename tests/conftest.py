@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from django.test import Client
 
-from coordination import hub as hub_module
+from coordination.core import hub as hub_module
 from tests.hubproc import Hub, running_hub
 
 
@@ -48,7 +48,7 @@ class Persona(ApiClient):
     """An ``ApiClient`` holding one agent key: ``agent`` is who it acts as, ``key`` its row, ``secret`` the key."""
 
     def __init__(self, agent_id: str, **mint: Any) -> None:
-        from coordination import services
+        from coordination.core import services
 
         self.key, self.secret = services.key_mint(agent_id=agent_id, **mint)
         self.agent = agent_id
@@ -64,7 +64,7 @@ def api(db: None) -> ApiClient:
 @pytest.fixture
 def admin_api(api: ApiClient) -> ApiClient:
     """``root``, holding an admin key: may toggle the network, shut down, mint and revoke keys."""
-    from coordination import services
+    from coordination.core import services
 
     _, plaintext = services.key_mint(agent_id="root", admin=True, label="test admin")
     return ApiClient(key=plaintext)
@@ -73,11 +73,10 @@ def admin_api(api: ApiClient) -> ApiClient:
 @pytest.fixture(autouse=True)
 def _fresh_process_caches() -> None:
     """Each test gets a fresh database, so the per-process caches start empty too."""
-    from coordination import access, selectors, services
+    from coordination.core import access, selectors, services
 
     access.rate_limiter.reset()
-    services._known_rooms.clear()
-    services._touched.clear()
+    services.caches_clear()
     selectors.live_agents_changed()
 
 
@@ -94,7 +93,7 @@ Published = list[tuple[str, dict[str, Any]]]
 @pytest.fixture
 def published(monkeypatch: pytest.MonkeyPatch) -> Published:
     """Every event the services publish (recorded when published; sent after commit)."""
-    from coordination import events
+    from coordination.core import events
 
     seen: Published = []
     real = events.publish

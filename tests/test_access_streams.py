@@ -1,6 +1,6 @@
 """Agent keys on the connections that stay open: the SSE stream (``/v1/stream``) and the WebSocket (``/v1/ws``).
 
-Revoking or expiring a key takes effect at once (SPEC section 3): its open streams and
+Revoking or expiring a key takes effect at once (docs/access.md): its open streams and
 sockets end within a second. SSE is tested against a live hub (``manage.py up``), with
 keys minted and revoked by ``manage.py invite`` / ``revoke`` from another process, as an
 operator would; and in process, where ``services.key_revoke`` publishes the revocation.
@@ -32,12 +32,12 @@ from django.test import AsyncClient
 from django.utils import timezone
 
 from arcsite.asgi import application
-from coordination import events, services
-from coordination.models import AgentKey, Message, Task
+from coordination.core import events, services
+from coordination.core.models import AgentKey, Message, Task
 from tests.hubproc import Hub, manage, mint_key
 
 LOOPBACK = "127.0.0.1"
-WITHIN_SEC = 1.0  # SPEC 3: revoked or expired keys' connections close within a second
+WITHIN_SEC = 1.0  # docs/access.md: revoked or expired keys' connections close within a second
 
 
 # ── SSE against a live hub, keys managed from the command line ────────────
@@ -146,7 +146,7 @@ def test_a_stream_ends_when_its_key_expires(live_hub, streams):
         "shell",
         "-c",
         "from datetime import timedelta; from django.utils import timezone; "
-        "from coordination.models import AgentKey; at = timezone.now() + timedelta(seconds=3); "
+        "from coordination.core.models import AgentKey; at = timezone.now() + timedelta(seconds=3); "
         f"AgentKey.objects.filter(prefix='{key_id(alice)}').update(expires_at=at); print(at.timestamp())",
     )
     expires = expires.splitlines()[-1]  # the shell may say more before it
@@ -337,13 +337,22 @@ async def test_a_key_in_the_register_frame_binds_the_socket(alice):
     await sock.close()
 
 
+async def refused_upgrade(secret: str) -> tuple[dict[str, Any], int]:
+    """Open a socket with ``secret`` on the upgrade: the error frame it is told, and the close code."""
+    comm = WebsocketCommunicator(_from(LOOPBACK), "/v1/ws", headers=[(b"authorization", f"Bearer {secret}".encode())])
+    # Accepted, told why, then closed with 4401: every door says "unauthorized" (not a 403 handshake).
+    assert await comm.connect() == (True, None)
+    told = await comm.receive_json_from(timeout=10)
+    closed = await comm.receive_output(timeout=10)
+    assert closed["type"] == "websocket.close"
+    return told, closed["code"]
+
+
 async def test_a_wrong_key_on_the_upgrade_is_refused(alice):
     key, _ = alice
     for wrong in (f"arc_{key.prefix}_not-the-secret", "arc_000000000000_guess", "nonsense"):
-        comm = WebsocketCommunicator(
-            _from(LOOPBACK), "/v1/ws", headers=[(b"authorization", f"Bearer {wrong}".encode())]
-        )
-        assert await comm.connect() == (False, 4401), wrong
+        told, code = await refused_upgrade(wrong)
+        assert (told["type"], told["code"], code) == ("error", "unauthorized", 4401), wrong
 
 
 async def test_a_wrong_key_in_the_register_frame_gets_an_error_and_no_session(alice):
@@ -362,9 +371,9 @@ async def test_a_revoked_key_cannot_open_a_socket(alice):
     key, secret = alice
     await sync_to_async(services.key_revoke)(key_id=key.prefix)
 
-    comm = WebsocketCommunicator(_from(LOOPBACK), "/v1/ws", headers=[(b"authorization", f"Bearer {secret}".encode())])
+    told, code = await refused_upgrade(secret)
 
-    assert await comm.connect() == (False, 4401)
+    assert (told["code"], told["message"], code) == ("unauthorized", "this agent key was revoked", 4401)
 
 
 async def test_required_mode_needs_a_key_before_anything_else(alice, settings):
@@ -501,8 +510,11 @@ async def test_a_socket_cannot_finish_someone_elses_task(alice, fresh_hub):
 
     answer = await sock.call("result", task_id=task["id"], success=False, body="gave up")
 
-    assert answer["task"]["status"] == "open"
+    # Refused as REST's /complete refuses it (parity), and nothing is stored.
+    assert (answer["type"], answer["code"]) == ("error", "forbidden")
+    assert answer["message"] == f"only the task's requester, assignee or claimant may answer task {task['id']}"
     assert await sync_to_async(lambda: Task.objects.get(pk=task["id"]).status)() == "open"
+    assert await sync_to_async(Message.objects.filter(kind="task_result").count)() == 0
     await sock.close()
 
 

@@ -1,4 +1,4 @@
-"""The Django admin (SPEC section 7): every model listed, messages searched and filtered, state changed
+"""The Django admin (docs/dashboard.md): every model listed, messages searched and filtered, state changed
 only through actions that call the services, and everything agents wrote shown escaped.
 
 Personas:
@@ -21,8 +21,8 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
-from coordination import services
-from coordination.models import AgentKey, Claim, Delivery, Lock, Message, Room, Session, Task
+from coordination.core import services
+from coordination.core.models import AgentKey, Claim, Delivery, Lock, Message, Room, Session, Task
 
 pytestmark = pytest.mark.django_db
 

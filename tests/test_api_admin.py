@@ -1,5 +1,4 @@
-"""Hub administration: ``/v1/hub-info``, ``X-Arc-Instance``, ``/v1/network``, ``/v1/shutdown`` (Arc v1 §5, §5.5a;
-arc.py's network toggle and shutdown timer).
+"""Hub administration: ``/v1/hub-info``, ``X-Arc-Instance``, ``/v1/network``, ``/v1/shutdown`` (docs/protocol.md).
 
 Personas: alice is the coordinator who administers the hub; bob is a worker who only
 reads what the hub tells him.
@@ -15,7 +14,7 @@ from collections.abc import Iterator
 import pytest
 from django.db import connection
 
-from coordination import hub
+from coordination.core import hub
 
 pytestmark = pytest.mark.django_db
 

@@ -1,4 +1,4 @@
-"""Bad input never gets a 500 (SPEC §10; Arc v1 §5 "Shared POST Parsing Rules", §6).
+"""Bad input never gets a 500 (docs/protocol.md, "Errors").
 
 Every POST endpoint is fed malformed JSON, JSON that is not an object, invalid UTF-8,
 empty bodies, missing fields and wrong types; each must answer a 4xx Arc envelope
@@ -21,8 +21,8 @@ from django.conf import settings
 from django.core.asgi import get_asgi_application
 from django.test import override_settings
 
-from coordination import hub
-from coordination.middleware import BodyLimit
+from arcsite.middleware import BodyLimit
+from coordination.core import hub
 
 # Every POST endpoint, with a body that would be accepted and the fields it requires.
 POST_ENDPOINTS: dict[str, tuple[dict[str, Any], list[str]]] = {
@@ -327,7 +327,7 @@ def test_an_unknown_path_gets_a_404_envelope(api, method, path):
         ("get", "/v1/claims/release"),
         ("patch", "/v1/locks"),
         ("get", "/v1/locks/release"),
-        ("post", "/v1/tasks"),
+        ("delete", "/v1/tasks"),
         ("get", "/v1/tasks/1/complete"),
         ("delete", "/v1/network"),
         ("get", "/v1/shutdown/cancel"),

@@ -1,4 +1,4 @@
-"""Channels (rooms on our side): ``GET/POST /v1/channels`` (Arc v1 §4, §5.4-5.5).
+"""Channels (rooms on our side): ``GET/POST /v1/channels`` (docs/protocol.md).
 
 Personas: alice coordinates and opens channels; bob is a worker who opens one that already exists.
 """

@@ -1,4 +1,4 @@
-"""Claims and file locks: the state machines of Arc v1 §8 and §13 (§5.12-5.19).
+"""Claims and file locks: the lease state machine of docs/protocol.md ("Claims and locks").
 
 Personas: alice coordinates and posts tasks; bob and carol are workers who race for
 the same claims and files (carol is the one who arrives second).
@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 import pytest
 from django.utils import timezone
 
-from coordination.models import Claim, Lock, Session
+from coordination.core.models import Claim, Lock, Session
 
 pytestmark = pytest.mark.django_db
 

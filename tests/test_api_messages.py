@@ -1,4 +1,4 @@
-"""Messages: ``POST/GET /v1/messages``, ``GET /v1/events``, ``GET /v1/inbox/{agent}`` (Arc v1 §5.6-5.11, §9-11).
+"""Messages: ``POST/GET /v1/messages``, ``GET /v1/events``, ``GET /v1/inbox/{agent}`` (docs/protocol.md).
 
 Personas: alice coordinates and broadcasts; bob and carol are workers who get direct
 messages, reply in threads and poll the feed.
@@ -182,7 +182,7 @@ def test_a_blank_to_agent_means_broadcast(api):
     assert message["channel"] == "general"
 
 
-# ── Attachments (§11) ───────────────────────────────────────────────────────
+# ── Attachments (docs/protocol.md) ───────────────────────────────────────────────────────
 
 
 def test_it_accepts_every_attachment_type_and_keeps_only_known_fields(api):

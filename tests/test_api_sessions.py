@@ -1,4 +1,4 @@
-"""Sessions, presence and bootstrap: ``/v1/sessions``, ``/v1/agents``, ``/v1/bootstrap`` (Arc v1 §5.1-5.3, §5.10a, §7).
+"""Sessions, presence and bootstrap: ``/v1/sessions``, ``/v1/agents``, ``/v1/bootstrap`` (docs/protocol.md).
 
 Personas: alice coordinates (posts tasks, reads the roster); bob and carol are workers
 that register with capabilities, claim work and sometimes go silent.
@@ -14,8 +14,8 @@ import pytest
 from django.conf import settings
 from django.utils import timezone
 
-from coordination import services
-from coordination.models import Session
+from coordination.core import services
+from coordination.core.models import Session
 
 pytestmark = pytest.mark.django_db
 
@@ -223,7 +223,7 @@ def test_bootstrap_for_an_unknown_agent_has_no_session(api):
     assert [a["agent_id"] for a in result["live_agents"]] == ["alice"]
 
 
-# ── Presence expiry and recovery (§7) ───────────────────────────────────────
+# ── Presence expiry and recovery (docs/protocol.md) ───────────────────────────────────────
 
 
 def test_expiry_releases_claims_and_locks_and_posts_recovery_notices(api):

@@ -1,5 +1,5 @@
 """Tasks: auto-registration from messages, ``GET /v1/tasks``, ``POST /v1/tasks/{id}/complete`` and rollup
-(Arc v1 §5.20-5.23, §14; arc.py's ``task_request`` / ``task_result``).
+(docs/protocol.md).
 
 Personas: alice coordinates (posts tasks and requests); bob and carol are workers who
 finish subtasks and answer requests.

@@ -1,4 +1,4 @@
-"""Thread summaries and detail: ``GET /v1/threads``, ``GET /v1/threads/{thread_id}`` (Arc v1 §5.8-5.9).
+"""Thread summaries and detail: ``GET /v1/threads``, ``GET /v1/threads/{thread_id}`` (docs/protocol.md).
 
 Personas: alice coordinates and posts the tasks; bob works on them (claims, locks,
 artifacts); carol reviews.
@@ -11,7 +11,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from coordination.models import Lock
+from coordination.core.models import Lock
 
 pytestmark = pytest.mark.django_db
 
@@ -179,7 +179,7 @@ def test_thread_detail_has_the_summary_and_every_related_record(api):
     assert detail["thread"] == summaries(api)["t-auth"]
     assert [m["id"] for m in detail["messages"]] == [task["id"], dm["id"]]
     assert [t["task_id"] for t in detail["tasks"]] == [task["id"]]
-    assert detail["tasks"][0]["status"] == "in_progress"  # claiming a task starts it (SPEC section 2)
+    assert detail["tasks"][0]["status"] == "in_progress"  # claiming a task starts it (docs/protocol.md)
     assert detail["claims"] == [claim]
     assert detail["locks"] == [lock]
 

@@ -1,4 +1,4 @@
-"""Ask many, gather replies (SPEC section 2): ``POST /v1/ask`` and ``GET /v1/messages/{id}/replies``."""
+"""Ask many, gather replies (docs/protocol.md): ``POST /v1/ask`` and ``GET /v1/messages/{id}/replies``."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from coordination import services
-from coordination.errors import Conflict
-from coordination.models import Message
+from coordination.core import services
+from coordination.core.errors import Conflict
+from coordination.core.models import Message
 from tests.conftest import ApiClient, Persona
 from tests.hubproc import Hub
 from tests.test_rooms_lifecycle import _admin_key, _as

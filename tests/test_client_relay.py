@@ -32,7 +32,7 @@ from coordination.client import (
     RELAY_WRITE_ERROR_STATUS,
     ArcClient,
     ArcError,
-    _spool_name,
+    spool_name,
 )
 from tests import arcref
 from tests.hubproc import Hub, mint_key, running_hub
@@ -548,7 +548,7 @@ def test_a_spool_that_cannot_be_written_is_a_597(tmp_path: Path) -> None:
 @pytest.mark.parametrize("agent", ["bob", "ops bot/1", "../../etc", "  padded  ", "", "é-ü", "a//b", "x.y_z-1"])
 def test_agent_directory_names_are_arcs(agent: str) -> None:
     arc = arcref.arc()
-    assert _spool_name(agent) == arc._safe_agent_id(agent)
+    assert spool_name(agent) == arc._safe_agent_id(agent)
 
 
 @pytest.mark.parametrize("agent", [".", "..", " .. "])

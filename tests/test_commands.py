@@ -307,7 +307,7 @@ def test_every_command_has_help(name: str, tmp_path: Path) -> None:
 
 def test_discovery_finds_the_default_home_pidfile_from_a_subdirectory(tmp_path, monkeypatch):
     """A hub started in a project (pidfile in ./.arc) is found from a subdirectory of that project."""
-    from coordination import discovery
+    from coordination.process import discovery
 
     project = tmp_path / "project"
     (project / ".arc").mkdir(parents=True)

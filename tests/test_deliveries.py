@@ -1,4 +1,4 @@
-"""Reliable direct delivery (SPEC section 2): a work queue per recipient.
+"""Reliable direct delivery (docs/protocol.md): a work queue per recipient.
 
 State machine tests call the services directly; wire tests go through REST; the
 race tests lease one inbox from many real concurrent clients (threads with their
@@ -17,9 +17,9 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
-from coordination import services
-from coordination.errors import Conflict, Invalid, NotFound
-from coordination.models import Delivery, Message
+from coordination.core import services
+from coordination.core.errors import Conflict, Invalid, NotFound
+from coordination.core.models import Delivery, Message
 from tests.conftest import ApiClient, Persona
 from tests.hubproc import Hub
 

@@ -7,9 +7,9 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from coordination import services
-from coordination.models import Claim, Lock, Message, Task
-from coordination.sweeper import Sweeper
+from coordination.core import services
+from coordination.core.models import Claim, Lock, Message, Task
+from coordination.process.sweeper import Sweeper
 from tests.conftest import ApiClient
 
 

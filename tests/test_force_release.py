@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 from django.utils import timezone
 
-from coordination import services
-from coordination.errors import NotFound
-from coordination.models import Claim, Lock, Message
+from coordination.core import services
+from coordination.core.errors import NotFound
+from coordination.core.models import Claim, Lock, Message
 from tests.conftest import Published
 
 pytestmark = pytest.mark.django_db

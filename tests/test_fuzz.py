@@ -1,4 +1,4 @@
-"""Fuzzing the REST API with Hypothesis: whatever a client sends, the hub never answers 5xx (SPEC section 10).
+"""Fuzzing the REST API with Hypothesis: whatever a client sends, the hub never answers 5xx (docs/performance.md).
 
 Every POST endpoint gets arbitrary JSON bodies (any JSON value, not only objects) and
 arbitrary values for each of its known fields (nested objects and lists, unicode, huge
@@ -30,8 +30,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from coordination import access, hub, services
-from coordination.models import Message
+from coordination.core import access, hub, services
+from coordination.core.models import Message
 from tests.conftest import ApiClient, Persona
 
 pytestmark = pytest.mark.django_db

@@ -19,8 +19,8 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.test import Client
 
-from coordination import services
-from coordination.models import AgentKey
+from coordination.core import services
+from coordination.core.models import AgentKey
 from tests.conftest import ApiClient
 
 pytestmark = pytest.mark.django_db

@@ -1,4 +1,4 @@
-"""One-time dashboard links (SPEC section 7): ``services.login_link_mint/redeem``, ``/login/<token>``,
+"""One-time dashboard links (docs/dashboard.md): ``services.login_link_mint/redeem``, ``/login/<token>``,
 ``manage.py login`` and the ``login_url`` of ``ensure``.
 
 Whoever can run the hub's commands on its storage gets a link, and so is trusted as its
@@ -26,10 +26,10 @@ from django.core.management import call_command
 from django.test import Client
 from django.utils import timezone
 
-from coordination import services
-from coordination.errors import Invalid, Unauthorized
-from coordination.management.commands.ensure import _login
-from coordination.models import LoginLink
+from coordination.core import services
+from coordination.core.errors import Invalid, Unauthorized
+from coordination.core.models import LoginLink
+from coordination.process.signin import sign_in_url as _login
 from tests.hubproc import Hub, manage
 
 pytestmark = pytest.mark.django_db
@@ -233,7 +233,7 @@ def test_ensure_offers_no_link_when_no_hub_answers(db):
 
 @pytest.mark.live
 def test_ensure_beside_a_hub_gives_a_login_url_that_signs_in(live_hub: Hub):
-    code = f"import json; from coordination.management.commands.ensure import _login; print(json.dumps(_login({live_hub.url!r})))"
+    code = f"import json; from coordination.process.signin import sign_in_url as _login; print(json.dumps(_login({live_hub.url!r})))"
     answer = json.loads(manage(live_hub, "shell", "-c", code).splitlines()[-1])
 
     assert answer["login_url"].startswith(f"{live_hub.url}/login/")

@@ -32,11 +32,12 @@ from openapi_spec_validator import validate as validate_spec
 from rest_framework.schemas.generators import is_api_view
 from rest_framework.views import APIView
 
-from coordination import frames, services
 from coordination.api import schema
-from coordination.api import serializers as input_shapes
 from coordination.api.envelope import ok
-from coordination.models import Claim, Delivery, Lock, Message, Room, Session, Task
+from coordination.core import inputs as input_shapes
+from coordination.core import services
+from coordination.core.models import Claim, Delivery, Lock, Message, Room, Session, Task
+from coordination.ws import frames
 from tests.conftest import ApiClient, Persona
 from tests.hubproc import Hub, running_hub
 
@@ -310,6 +311,8 @@ def test_answers_match_the_documented_shapes(anyone, root, document):
     call(bob, "POST", "/v1/tasks/{task_id}/start", {}, task_id=other["id"])
     call(bob, "POST", "/v1/tasks/{task_id}/fail", {"reason": "no"}, task_id=other["id"])
     call(bob, "POST", "/v1/tasks/{task_id}/start", {}, 409, task_id=other["id"])
+    handed = call(alice, "POST", "/v1/tasks", {"from_agent": "alice", "to_agent": "bob", "body": "review"}, 201)
+    call(bob, "POST", "/v1/tasks/{task_id}/result", {"from_agent": "bob", "body": "ok"}, 201, task_id=handed["id"])
 
     call(root, "POST", "/v1/channels/{name}/close", {}, name="ops")
     call(anyone, "POST", "/v1/messages", {"from_agent": "alice", "channel": "ops", "body": "x"}, 409)
@@ -411,9 +414,9 @@ def test_manifest_describes_kinds_etiquette_auth_and_the_websocket(anyone):
     assert set(socket["client_frames"]) == set(frames.CLIENT_FRAMES)
     assert "capabilities" in socket["client_frames"]["register"]["fields"]
     # Every frame type the consumer sends is described.
-    source = Path(frames.__file__).with_name("consumers.py").read_text()
+    source = Path(frames.__file__).with_name("consumer.py").read_text()
     sent = set(re.findall(r'frames\.reply\(\s*"(\w+)"', source)) | set(re.findall(r'"type": "(\w+)"', source))
-    sent |= {"message", "task", "result", "event", "error"}  # built in coordination.frames
+    sent |= {"message", "task", "result", "event", "error"}  # built in coordination.ws.frames
     assert sent <= set(socket["hub_frames"]), sent - set(socket["hub_frames"])
 
 
@@ -428,7 +431,7 @@ def test_manifest_limits_follow_the_settings(anyone, settings):
 
 
 def test_manifest_leaks_no_secret(anyone, root):
-    from coordination import hub
+    from coordination.core import hub
 
     text = anyone.client.get("/", HTTP_ACCEPT="application/json").content.decode()
     assert settings.SECRET_KEY not in text

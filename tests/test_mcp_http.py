@@ -1,4 +1,4 @@
-"""``/mcp`` on a live hub: who may call it, and as whom (the REST edge's rules, SPEC section 3).
+"""``/mcp`` on a live hub: who may call it, and as whom (the REST edge's rules, docs/access.md).
 
 Personas: ``alice`` holds a key for every room; ``bob`` holds a key scoped to the room
 ``ops``; an unkeyed loopback client names its agent with ``?agent=``.

@@ -21,7 +21,7 @@ import requests
 from asgiref.sync import sync_to_async
 from django.test import override_settings
 
-from coordination import events, selectors, services
+from coordination.core import events, selectors, services
 from tests.hubproc import Hub, live_database, start_hub
 
 REDIS_URL = os.environ.get("ARC_TEST_REDIS_URL", "redis://127.0.0.1:6379/7")

@@ -16,8 +16,9 @@ from typing import Any
 import pytest
 from django.db import connection
 
-from coordination import services
-from coordination.models import Claim, Lock, Session, Task
+from coordination.core import services
+from coordination.core.errors import Conflict
+from coordination.core.models import Claim, Lock, Session, Task
 from tests.hubproc import live_database, start_hub
 
 CONTENDERS = 12
@@ -69,7 +70,7 @@ def test_it_keeps_one_active_session_per_agent_under_concurrent_registration(roo
         try:
             services.session_create(agent_id="alice", replace=False)
             return "created"
-        except services.Conflict:
+        except Conflict:
             return "conflict"
 
     results = _race(CONTENDERS, register)

@@ -1,4 +1,4 @@
-"""The file-spool relay (SPEC section 5): Arc's spool layout, served concurrently and safely.
+"""The file-spool relay (docs/relay.md): Arc's spool layout, served concurrently and safely.
 
 The first part drives ``RelayServer`` over a real spool directory with a recording
 forwarder (no hub), to pin down the spool mechanics and every way a hostile spool
@@ -122,10 +122,10 @@ async def test_a_key_in_the_envelope_is_forwarded_and_a_body_as_json(tmp_path: P
         (json.dumps(envelope(path="v1/hub-info")).encode(), 400, "starting with '/'"),
         (json.dumps(envelope(path="/admin/")).encode(), 400, "/v1 API only"),
         (json.dumps(envelope(path="/v1/stream?agent_id=bob")).encode(), 400, "long-poll"),
-        (json.dumps(envelope(path="/v1/hub-info\x00")).encode(), 400, "control characters"),
+        (json.dumps(envelope(path="/v1/hub-info\x00")).encode(), 400, "NUL characters"),
         (json.dumps(envelope(body=[1])).encode(), 400, "JSON object"),
         (json.dumps(envelope(key=5)).encode(), 400, "key"),
-        (b" " * (LIMIT + 1), 413, "limit"),
+        (b" " * (LIMIT + 1), 413, "exceeds max size"),
     ],
 )
 async def test_a_bad_request_file_gets_an_error_response_and_the_relay_goes_on(

@@ -8,8 +8,8 @@ from __future__ import annotations
 import pytest
 from django.db import connection
 
-from coordination import services
-from coordination.models import Message
+from coordination.core import services
+from coordination.core.models import Message
 from tests.test_races import _race
 
 

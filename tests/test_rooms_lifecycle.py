@@ -1,4 +1,4 @@
-"""Room lifecycle (SPEC section 2): an admin closes a room, posts to it get 409, waiting readers are told.
+"""Room lifecycle (docs/protocol.md): an admin closes a room, posts to it get 409, waiting readers are told.
 
 Closing goes through ``services.room_close`` / ``room_reopen`` from every edge: REST
 (``POST /v1/channels/<name>/close`` and ``/reopen``), the Python client and the Django
@@ -38,11 +38,11 @@ from django.test import AsyncClient, Client
 from django.utils import timezone
 
 from arcsite.asgi import application
-from coordination import events, services
 from coordination.client import ArcClient
 from coordination.client import ArcError as ClientError
-from coordination.errors import Conflict, Invalid, NotFound
-from coordination.models import Claim, Message, Room, Session
+from coordination.core import events, services
+from coordination.core.errors import Conflict, Invalid, NotFound
+from coordination.core.models import Claim, Message, Room, Session
 from tests.conftest import Persona
 from tests.hubproc import Hub, live_database, mint_key, start_hub
 from tests.test_push import REDIS_URL, _redis_reachable

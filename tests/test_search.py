@@ -1,4 +1,4 @@
-"""Full-text search over message bodies: ``GET /v1/search`` (SPEC sections 2 and 3), on SQLite and PostgreSQL.
+"""Full-text search over message bodies: ``GET /v1/search`` (docs/protocol.md, docs/access.md), on SQLite and PostgreSQL.
 
 Personas:
 - ``anyone``: the anonymous loopback client; not bound to an agent, so it sees every
@@ -21,9 +21,9 @@ from django.test.utils import CaptureQueriesContext
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from coordination import access, search
 from coordination.client import ArcClient, ArcError
-from coordination.models import Message
+from coordination.core import access, search
+from coordination.core.models import Message
 from tests.conftest import ApiClient, Persona
 from tests.hubproc import Hub
 

@@ -1,4 +1,4 @@
-"""The task lifecycle (SPEC section 2): open → in_progress → done / failed / timeout, with 409 for the rest.
+"""The task lifecycle (docs/protocol.md): open → in_progress → done / failed / timeout, with 409 for the rest.
 
 Personas: alice requests work; bob and carol are workers.
 """
@@ -9,8 +9,8 @@ from datetime import timedelta
 
 from django.utils import timezone
 
-from coordination import services
-from coordination.models import Task
+from coordination.core import services
+from coordination.core.models import Task
 
 
 def task(api, **extra):

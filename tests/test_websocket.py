@@ -1,4 +1,4 @@
-"""The WebSocket protocol at ``/v1/ws`` (SPEC section 4), through Channels' communicator and a live hub.
+"""The WebSocket protocol at ``/v1/ws`` (docs/websocket.md), through Channels' communicator and a live hub.
 
 Personas: alice coordinates and delegates; bob is a worker with the ``review``
 capability; carol is a bystander who must not see what is not hers; mallory
@@ -26,8 +26,8 @@ from django.test import override_settings
 from django.utils import timezone
 
 from arcsite.asgi import application
-from coordination import events, services
-from coordination.models import Delivery, Message, Session, Task
+from coordination.core import events, services
+from coordination.core.models import Delivery, Message, Session, Task
 from tests.hubproc import Hub
 
 pytestmark = pytest.mark.django_db(transaction=True)

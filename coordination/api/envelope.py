@@ -6,7 +6,8 @@ from typing import Any
 
 from django.http import JsonResponse
 
-from coordination.errors import ArcError
+from coordination.core.errors import ArcError
+from coordination.core.operations import Answer
 
 
 def ok(result: Any, status: int = 200, **extra: Any) -> JsonResponse:
@@ -27,3 +28,8 @@ def from_exception(exc: ArcError) -> JsonResponse:
     if retry_after is not None:
         response["Retry-After"] = str(retry_after)
     return response
+
+
+def answer(outcome: Answer) -> JsonResponse:
+    """An operation's ``Answer`` as Arc's success envelope."""
+    return ok(outcome.result, outcome.status, **outcome.extra)

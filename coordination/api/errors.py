@@ -10,7 +10,7 @@ from django.http import Http404, HttpResponse
 from rest_framework import exceptions as drf
 
 from coordination.api import envelope
-from coordination.errors import ArcError
+from coordination.core.errors import ArcError
 
 log = logging.getLogger("arc.api")
 

@@ -1,67 +1,14 @@
-"""Parsing of what clients send: JSON bodies and query strings, with Arc's rules and clear errors.
-
-Arc accepts any ``Content-Type`` (its README posts with ``curl -d``), so bodies
-are parsed from the raw bytes, not through content negotiation.
-"""
+"""Query strings of the REST door, with Arc's rules and clear errors (bodies: ``coordination.core.parsing``)."""
 
 from __future__ import annotations
-
-import json
-from typing import Any
 
 from django.conf import settings
 from django.http import QueryDict
 
-from coordination.errors import Invalid
+from coordination.core.errors import Invalid
+from coordination.core.parsing import MAX_ID
 
 TRUTHY = {"true", "1", "yes"}
-
-
-def json_object(raw: bytes) -> dict[str, Any]:
-    """The request body as a JSON object; an empty body is ``{}``."""
-    if not raw:
-        return {}
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise Invalid("request body must be valid UTF-8") from exc
-    try:
-        data = json.loads(text)
-    except (json.JSONDecodeError, RecursionError) as exc:
-        raise Invalid(f"malformed JSON: {exc}") from exc
-    if not isinstance(data, dict):
-        raise Invalid(f"request body must be a JSON object, not {type(data).__name__ if data is not None else 'null'}")
-    reject_nul(data, "request body")
-    return data
-
-
-def reject_nul(value: Any, where: str) -> None:
-    """Refuse NUL characters (``\\u0000``) anywhere in decoded JSON, keys included.
-
-    PostgreSQL can store them neither in text nor in ``jsonb``, so they are refused
-    on every database alike, here, before anything reaches storage.
-    """
-    pending = [value]
-    while pending:  # iterative: a deeply nested body must not exhaust the stack
-        item = pending.pop()
-        if isinstance(item, str):
-            if "\x00" in item:
-                raise Invalid(f"{where} must not contain NUL characters (\\u0000)")
-        elif isinstance(item, dict):
-            pending.extend(item.keys())
-            pending.extend(item.values())
-        elif isinstance(item, list):
-            pending.extend(item)
-
-
-MAX_ID = 2**63 - 1  # ids are 64-bit: a longer number names nothing (and PostgreSQL would refuse it)
-
-
-def as_id(raw: str) -> int | None:
-    """The id ``raw`` names (ASCII digits within 64 bits), or ``None``. ``"²".isdigit()`` is true too."""
-    if raw.isascii() and raw.isdigit() and int(raw) <= MAX_ID:
-        return int(raw)
-    return None
 
 
 def query_int(query: QueryDict, name: str, default: int, *, minimum: int | None = None) -> int:
@@ -86,7 +33,7 @@ def query_optional_int(query: QueryDict, name: str) -> int | None:
         value = int(raw)
     except ValueError as exc:
         raise Invalid(f"{name} must be an integer") from exc
-    if not -(2**63) <= value < 2**63:
+    if not -MAX_ID - 1 <= value <= MAX_ID:
         raise Invalid(f"{name} is out of range")
     return value
 

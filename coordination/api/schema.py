@@ -1,10 +1,10 @@
 """The hub's own description: every HTTP endpoint, once, as the OpenAPI document at ``/v1/schema``.
 
 ``_docs()`` is the one source: the schema (here) and the agent manifest
-(``coordination.api.manifest``) are both read from it. Each entry is a route and
+(``arcsite.manifest``) are both read from it. Each entry is a route and
 method of the URLconf with a summary, a description, query parameters and the
 shape of its answer. Request bodies are not written here: they are the DRF
-serializers the views parse with (``coordination.api.serializers``), found in
+serializers the views parse with (``coordination.core.inputs``), found in
 the view's own code (``serializer_in``) unless an entry names one.
 
 drf-spectacular builds the document (``ArcSchemaGenerator``). It only sees DRF
@@ -44,8 +44,9 @@ from rest_framework.response import Response
 from rest_framework.schemas.generators import is_api_view
 from rest_framework.views import APIView
 
-from coordination.api import serializers as input_shapes
-from coordination.models import Delivery, Message, Task
+from coordination.core import inputs as input_shapes
+from coordination.core import operations as core_operations
+from coordination.core.models import Delivery, Message, Task
 
 Schema = dict[str, Any]
 Access = Literal["open", "agent", "admin", "loopback-or-admin"]
@@ -410,6 +411,15 @@ class Doc:
         return sorted(codes)
 
 
+RECEIPT: Mapping[str, Schema] = {
+    "recipients": {**INTEGER, "description": "live agents that can see the message (not the sender)"},
+    "delivery": {
+        "type": "object",
+        "additionalProperties": STRING,
+        "description": "direct messages: recipient → delivery state",
+    },
+    "warning": {**STRING, "description": "present when no live agent can see the message"},
+}
 ACQUIRED = {"acquired": {**BOOLEAN, "description": "true: you hold it now; false: someone else does"}}
 
 
@@ -632,15 +642,7 @@ def _docs() -> list[Doc]:
             status=201,
             body=input_shapes.MessagePost,
             errors=(404, 409, 429),
-            top={
-                "recipients": {**INTEGER, "description": "live agents that can see the message (not the sender)"},
-                "delivery": {
-                    "type": "object",
-                    "additionalProperties": STRING,
-                    "description": "direct messages: recipient → delivery state",
-                },
-                "warning": {**STRING, "description": "present when no live agent can see the message"},
-            },
+            top=RECEIPT,
         ),
         Doc(
             "GET",
@@ -943,6 +945,33 @@ def _docs() -> list[Doc]:
         ),
         Doc(
             "POST",
+            "/v1/tasks",
+            "Delegate a task",
+            "A `task_request` to `to_agent`, or to the live agent the hub picks for `to_capability` (fewest "
+            "unfinished tasks, then least recently assigned; never the requester): exactly one of the two. "
+            "`payload` goes to `metadata.payload`. 201 with the request message (its `id` is the task id, "
+            "`to_agent` the assignee), its receipt and the `task`; 409 when no live agent has the capability.",
+            "work",
+            result=ref("Message"),
+            status=201,
+            top={**RECEIPT, "task": ref("Task")},
+            errors=(409,),
+        ),
+        Doc(
+            "POST",
+            "/v1/tasks/{task_id}/result",
+            "Answer a task",
+            "A `task_result` to the task's requester (a direct message) that finishes the task: done, or "
+            "failed with `success: false`. Only its requester, assignee or claimant may answer it (403).",
+            "work",
+            result=ref("Message"),
+            status=201,
+            body=input_shapes.TaskAnswer,
+            top={**RECEIPT, "task": ref("Task")},
+            errors=(404, 409),
+        ),
+        Doc(
+            "POST",
             "/v1/tasks/{task_id}/start",
             "Start a task",
             "open → in_progress; the caller becomes the assignee if there was none. 409 otherwise.",
@@ -986,16 +1015,25 @@ def docs() -> dict[tuple[str, str], Doc]:
 def serializer_in(view_function: Callable[..., Any]) -> type[input_shapes.ArcSerializer] | None:
     """The input serializer a view function parses its body with, if it names exactly one.
 
-    Read from the function's code (``s.MessagePost.parse(...)`` names ``MessagePost``), so a
-    view and its description cannot name different serializers.
+    Read from the function's code and the code of the operations it calls
+    (``ops.message_post`` parses with ``shapes.MessagePost``), so a view and its
+    description cannot name different serializers.
     """
     code: CodeType = inspect.unwrap(view_function).__code__
     names: set[str] = set()
+    seen: set[CodeType] = set()
     pending = [code]
     while pending:
         current = pending.pop()
+        if current in seen:
+            continue
+        seen.add(current)
         names.update(current.co_names)
         pending.extend(const for const in current.co_consts if isinstance(const, CodeType))
+        for name in current.co_names:
+            operation = getattr(core_operations, name, None)
+            if inspect.isfunction(operation) and operation.__module__ == core_operations.__name__:
+                pending.append(operation.__code__)
     found = [
         shape
         for name, shape in vars(input_shapes).items()
@@ -1010,7 +1048,7 @@ def serializer_in(view_function: Callable[..., Any]) -> type[input_shapes.ArcSer
 class ObjectField(OpenApiSerializerFieldExtension):
     """``serializers.Object``: a JSON object (DRF's JSONField would describe any value)."""
 
-    target_class = "coordination.api.serializers.Object"
+    target_class = "coordination.core.inputs.Object"
 
     def map_serializer_field(self, auto_schema: AutoSchema, direction: str) -> Schema:
         return dict(ANY_OBJECT)

@@ -1,9 +1,9 @@
-"""Endpoints that wait: the ``/v1/events`` and ``/v1/messages`` long-polls and the ``/v1/stream`` SSE feed.
+"""REST endpoints that wait: the ``/v1/events`` and ``/v1/messages`` long-polls, ``/v1/agents?wait_for=``,
+the ``/v1/stream`` SSE feed, and ``/v1/ask`` (docs/protocol.md).
 
-They are async views: a waiting client holds no thread. They wake when a
-service publishes a committed change (``coordination.events``), never on a
-timer over the database; the database is read once up front and again only to
-fill a gap the events reveal (``coordination.feeds``).
+They are async views: a waiting client holds no thread. They wait with the core's
+waiting primitives (``coordination.core.feeds``), woken when a service publishes a
+committed change (``coordination.core.events``), never on a timer over the database.
 """
 
 from __future__ import annotations
@@ -19,20 +19,19 @@ from asgiref.sync import sync_to_async
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from coordination import access, selectors, services
 from coordination.api import envelope
 from coordination.api.errors import response_for
 from coordination.api.params import query_bool, query_int, query_limit, query_since_id, query_str, query_timeout
-from coordination.api.views import MessagePostView
-from coordination.errors import Invalid, NotFound
-from coordination.feeds import DeliveryMarker, FeedFilter, MessageFeed, Presence, closes_room
+from coordination.core import access, feeds, services
+from coordination.core import operations as ops
+from coordination.core.errors import Invalid
+from coordination.core.feeds import DeliveryMarker, FeedFilter, MessageFeed, Presence, closes_room
+from coordination.core.inputs import EVENT_TYPES
+from coordination.core.parsing import json_object
 
 KEEPALIVE_SEC = 15.0
 TOUCH_SEC = 30.0
-STREAM_EVENT_TYPES = {"message", "claim", "lock", "task", "presence", "delivery", "room"}
-
-_post_message = MessagePostView.as_view()
-_background: set[asyncio.Task[None]] = set()  # delivery records being written after the answer
+STREAM_EVENT_TYPES = EVENT_TYPES | {"message"}
 
 AsyncView = Callable[..., Coroutine[Any, Any, HttpResponse | StreamingHttpResponse]]
 
@@ -56,47 +55,6 @@ def endpoint(*methods: str) -> Callable[[AsyncView], AsyncView]:
     return wrap
 
 
-async def _long_poll(
-    flt: FeedFilter,
-    since_id: int,
-    limit: int,
-    timeout: float,
-    marker: DeliveryMarker | None,
-    *,
-    room: str | None = None,
-) -> tuple[list[dict[str, Any]], bool]:
-    """Messages after ``since_id``, waiting up to ``timeout`` s for the first; and is ``room`` closed?
-
-    A poll on a ``room`` (404 if unknown) that is closed, or closes while it waits,
-    answers at once with what it has: nothing more will come there.
-    """
-    deadline = time.monotonic() + timeout
-    async with MessageFeed(flt, cursor=since_id, limit=limit) as feed:
-        # Read once subscribed: a close from now on wakes the wait, an earlier one shows here.
-        closed = room is not None and await sync_to_async(_room_closed)(room)
-        rows = await feed.backlog()
-        while not rows and not closed and (left := deadline - time.monotonic()) > 0:
-            rows, others = await feed.next(left)
-            if room is not None and any(closes_room(event, room) for event in others):
-                closed = True
-                rows += await feed.backlog()  # up to the closing notice, if its event is still on the way
-            elif room is not None and rows:
-                # The closing notice is announced just before its room event: look, so a poll
-                # woken by it says the room is closed rather than answering the next poll.
-                closed = await sync_to_async(_room_closed)(room)
-        if marker is not None and rows:
-            marker.note(rows, feed.cursor)
-            # Recorded right after the answer leaves, not before: the reader is not kept waiting.
-            task = asyncio.get_running_loop().create_task(marker.flush(force=True))
-            _background.add(task)
-            task.add_done_callback(_background.discard)
-        return rows, closed
-
-
-def _room_closed(name: str) -> bool:
-    return selectors.room_get(name).closed_at is not None
-
-
 def _poll_answer(rows: list[dict[str, Any]], room_closed: bool) -> HttpResponse:
     """A long-poll's envelope; on a closed room it says so (``room_closed: true``), so the reader stops waiting."""
     return envelope.ok(rows, room_closed=True) if room_closed else envelope.ok(rows)
@@ -105,33 +63,25 @@ def _poll_answer(rows: list[dict[str, Any]], room_closed: bool) -> HttpResponse:
 @endpoint("GET", "POST")
 async def messages(request: HttpRequest) -> HttpResponse:
     """``GET`` queries a room or thread (optionally long-polling); ``POST`` posts."""
-    if request.method == "POST":
-        response: HttpResponse = await sync_to_async(_post_message)(request)
-        return response
-    q = request.GET
-    channel, thread_id = query_str(q, "channel"), query_str(q, "thread_id")
-    if not channel and not thread_id:
-        raise Invalid("channel or thread_id query parameter is required")
     who = access.of(request)
-    who.require_room(channel)
-    flt = FeedFilter(channel=channel, thread_id=thread_id, rooms=who.rooms, broadcast_only=True)
-    return _poll_answer(*await _long_poll(flt, query_since_id(q), query_limit(q), query_timeout(q), None, room=channel))
+    if request.method == "POST":
+        return envelope.answer(await sync_to_async(ops.message_post)(who, json_object(request.body)))
+    q = request.GET
+    channel = query_str(q, "channel")
+    flt = FeedFilter.for_room(who, channel=channel, thread_id=query_str(q, "thread_id"))
+    rows, closed = await feeds.long_poll(flt, query_since_id(q), query_limit(q), query_timeout(q), None, room=channel)
+    return _poll_answer(rows, closed)
 
 
 def _agent_filter(request: HttpRequest, *, rooms: frozenset[str] = frozenset()) -> FeedFilter:
     """An agent's feed as its identity allows: its own id, its key's rooms (narrowed by ``rooms``)."""
     q = request.GET
-    who = access.of(request)
-    agent_id = who.act_as(query_str(q, "agent_id"), "agent_id")
-    if not agent_id:
-        raise Invalid("agent_id query parameter is required")
-    channel = query_str(q, "channel")
-    who.require_room(channel)
-    return FeedFilter(
-        agent_id=agent_id,
-        channel=channel,
+    return FeedFilter.for_agent(
+        access.of(request),
+        query_str(q, "agent_id"),
+        channel=query_str(q, "channel"),
         thread_id=query_str(q, "thread_id"),
-        rooms=who.visible_rooms(rooms),
+        rooms=rooms,
         exclude_self=query_bool(q, "exclude_self"),
     )
 
@@ -142,7 +92,8 @@ async def events(request: HttpRequest) -> HttpResponse:
     flt = _agent_filter(request)
     q = request.GET
     since_id, limit, timeout = query_since_id(q), query_limit(q), query_timeout(q)
-    return _poll_answer(*await _long_poll(flt, since_id, limit, timeout, DeliveryMarker(flt), room=flt.channel))
+    rows, closed = await feeds.long_poll(flt, since_id, limit, timeout, DeliveryMarker(flt), room=flt.channel)
+    return _poll_answer(rows, closed)
 
 
 @endpoint("GET")
@@ -220,7 +171,7 @@ async def stream(request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
             yield b": connected\n\n"
             try:
                 # Read once subscribed: a later close arrives as an event, an earlier one shows here.
-                closed = await sync_to_async(_closed_room)(only_room) if only_room else None
+                closed = await sync_to_async(feeds.room_closed)(only_room) if only_room else None
                 rows = await feed.backlog()
                 while rows:  # the whole backlog, in pages
                     if "message" in types:
@@ -265,8 +216,7 @@ async def stream(request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
                         _sse_event(event)
                         for event in others
                         # The feed passes room events only for rooms this reader follows (and may see).
-                        if event.get("event") == "room"
-                        or (event.get("event") in types and who.may_see_event(event, agent_id))
+                        if who.shows_event(event, agent_id, types)
                     )
                     if chunks:
                         yield b"".join(chunks)
@@ -287,15 +237,6 @@ async def stream(request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
     response["Cache-Control"] = "no-cache"
     response["X-Accel-Buffering"] = "no"
     return response
-
-
-def _closed_room(name: str) -> dict[str, Any] | None:
-    """Room ``name`` as on the wire if it is closed; ``None`` if it is open or does not exist (yet)."""
-    try:
-        room = selectors.room_get(name)
-    except NotFound:
-        return None
-    return room.as_wire() if room.closed_at is not None else None
 
 
 def _sse_messages(rows: list[dict[str, Any]]) -> bytes:

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from coordination.api import asking, manifest, schema, streams, views
+from coordination.api import asking, schema, streams, views
 
 urlpatterns = [
     path("sessions", views.SessionsView.as_view()),
@@ -12,7 +12,6 @@ urlpatterns = [
     path("channels/<str:name>/close", views.ChannelCloseView.as_view()),
     path("channels/<str:name>/reopen", views.ChannelReopenView.as_view()),
     path("hub-info", views.HubInfoView.as_view()),
-    path("manifest", manifest.ManifestView.as_view(), name="api-manifest"),
     path("schema", schema.SchemaView.as_view(), name="api-schema"),
     path("messages", streams.messages),
     path("messages/<int:message_id>/status", views.MessageStatusView.as_view()),
@@ -42,6 +41,7 @@ urlpatterns = [
     path("tasks/<int:task_id>/complete", views.TaskCompleteView.as_view()),
     path("tasks/<int:task_id>/start", views.TaskStartView.as_view()),
     path("tasks/<int:task_id>/fail", views.TaskFailView.as_view()),
+    path("tasks/<int:task_id>/result", views.TaskResultView.as_view()),
     path("network", views.NetworkView.as_view()),
     path("shutdown", views.ShutdownView.as_view()),
     path("shutdown/cancel", views.ShutdownCancelView.as_view()),

@@ -7,7 +7,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from coordination import bench
-from coordination.management.cli import default_url
+from coordination.process.cli import default_url
 
 
 def _ints(raw: str) -> tuple[int, ...]:
@@ -25,7 +25,7 @@ class Command(BaseCommand):
     help = (
         "Measure a running hub (this one or arc.py) over HTTP: post throughput at concurrency 1/8/32, push "
         "latency over long-poll, SSE and WebSocket, SSE fan-out, relay round trip (one at a time, and bursts "
-        "of 20 agents x 5 requests at once), claim races and idle connections (SPEC section 10). Prints the "
+        "of 20 agents x 5 requests at once), claim races and idle connections (docs/performance.md). Prints the "
         "result as JSON on stdout and a table on stderr."
     )
     requires_system_checks: list[str] = []  # a hub client: it never opens the database itself

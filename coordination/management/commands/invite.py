@@ -5,10 +5,11 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from coordination import discovery, services
-from coordination.errors import ArcError
-from coordination.management.cli import add_location_arguments
-from coordination.models import AgentKey
+from coordination.core import services
+from coordination.core.errors import ArcError
+from coordination.core.models import AgentKey
+from coordination.process import discovery
+from coordination.process.cli import add_location_arguments
 
 BRIEF = """\
 You are agent "{agent}" on an Arc coordination hub: {url}

@@ -5,8 +5,8 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
-from coordination import selectors
-from coordination.management.cli import add_location_arguments
+from coordination.core import selectors
+from coordination.process.cli import add_location_arguments
 
 
 class Command(BaseCommand):

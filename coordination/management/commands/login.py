@@ -1,28 +1,18 @@
 from __future__ import annotations
 
-import getpass
 from typing import Any
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from coordination import discovery
-from coordination.errors import ArcError
-from coordination.management.cli import add_location_arguments
-from dashboard.auth import login_path
-
-
-def local_username() -> str:
-    """The dashboard user for whoever runs the hub's commands: their login name."""
-    try:
-        return getpass.getuser() or "operator"
-    except (KeyError, OSError):  # no name for this uid (a container): one name for the machine's user
-        return "operator"
+from coordination.core.errors import ArcError
+from coordination.process import discovery, signin
+from coordination.process.cli import add_location_arguments
 
 
 class Command(BaseCommand):
     help = (
-        "Print a one-time link that signs you in to the dashboard (SPEC section 7) as --user (default: your "
+        "Print a one-time link that signs you in to the dashboard as --user (default: your "
         "login name): a staff user, created as a superuser without a password if absent; an existing user must "
         "already be an active staff user. The link works once, within 24 hours. `up` and `ensure` print one too. "
         "Whoever can run this on the hub's storage is its administrator."
@@ -37,6 +27,8 @@ class Command(BaseCommand):
         url = options["url"] or discovery.running_hub(settings.ARC_HOST, settings.ARC_PORT)[0]
         url = url or discovery.base_url(settings.ARC_HOST, settings.ARC_PORT)
         try:
-            self.stdout.write(url.rstrip("/") + login_path(username=options["user"] or local_username()))
+            self.stdout.write(
+                url.rstrip("/") + signin.sign_in_path(username=options["user"] or signin.local_username())
+            )
         except ArcError as exc:
             raise CommandError(exc.message) from exc

@@ -6,8 +6,8 @@ from typing import Any
 from django.core.management.base import CommandParser
 
 from coordination.client import ArcClient
+from coordination.core.models import Message
 from coordination.management.cli import AgentCommand
-from coordination.models import Message
 
 
 class Command(AgentCommand):

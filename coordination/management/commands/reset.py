@@ -11,9 +11,10 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import DatabaseError, connection
 
-from coordination import discovery, hub, services
-from coordination.management.cli import add_location_arguments
-from coordination.management.commands.stop import hub_stop
+from coordination.core import hub, services
+from coordination.process import discovery
+from coordination.process.cli import add_location_arguments
+from coordination.process.control import hub_stop
 
 
 class Command(BaseCommand):

@@ -5,9 +5,9 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from coordination import services
-from coordination.errors import ArcError
-from coordination.management.cli import add_location_arguments
+from coordination.core import services
+from coordination.core.errors import ArcError
+from coordination.process.cli import add_location_arguments
 
 
 class Command(BaseCommand):

@@ -33,7 +33,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from coordination.client import ArcClient, ArcError
-from coordination.management.cli import add_location_arguments, default_url
+from coordination.process.cli import add_location_arguments, default_url
 
 ROLES = ("smoke-a", "smoke-b", "smoke-c")
 TRANSPORTS = ("http", "relay")
@@ -194,7 +194,7 @@ def smoke_a(agent: SmokeAgent) -> None:
     # ArcClient (like Arc's) has no method for this endpoint; _call is its one request path, on either transport.
     agent.do(
         "create channel",
-        lambda: agent.client._call("POST", "/v1/channels", {"name": scene.channel, "created_by": agent.role}),
+        lambda: agent.client.call_hub("POST", "/v1/channels", {"name": scene.channel, "created_by": agent.role}),
     )
     agent.post("post task", "task", "smoke task from smoke-a")
     agent.wait_for(
@@ -226,7 +226,7 @@ def smoke_c(agent: SmokeAgent) -> None:
     )
     params = {"thread_id": scene.thread_id, "active_only": "true"}
     claims: list[dict[str, Any]] = agent.do(
-        "list claims", lambda: agent.client._call("GET", "/v1/claims", params=params)
+        "list claims", lambda: agent.client.call_hub("GET", "/v1/claims", params=params)
     )
     state = next(
         (f"held by {c.get('owner_agent_id')}" for c in claims if c.get("claim_key") == scene.claim_key), "released"

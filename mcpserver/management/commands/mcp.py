@@ -14,8 +14,8 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
 
-from coordination.errors import ArcError
-from coordination.management.cli import add_location_arguments, default_url
+from coordination.core.errors import ArcError
+from coordination.process.cli import add_location_arguments, default_url
 from mcpserver.backend import Backend
 from mcpserver.local import LocalBackend, identity_for
 from mcpserver.remote import ClientBackend
@@ -65,7 +65,7 @@ class Command(BaseCommand):
         backend: ClientBackend | LocalBackend
         if options["local"]:
             try:
-                identity = identity_for(f"Bearer {key}" if key else None, loopback=True)
+                identity = identity_for(f"Bearer {key}" if key else None)
                 backend = LocalBackend(agent, identity, capabilities=capabilities)
             except ArcError as exc:
                 raise CommandError(f"arc error: {exc.message}") from None

@@ -7,7 +7,7 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 
-from coordination.management.cli import add_location_arguments, default_url
+from coordination.process.cli import add_location_arguments, default_url
 from relay.server import HttpForwarder, RelayServer
 
 

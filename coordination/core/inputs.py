@@ -1,9 +1,12 @@
-"""Input shapes of the write endpoints, as DRF serializers.
+"""Input shapes: what each request, frame and tool call may carry, as DRF serializers, for every door.
 
-They check types only (strings are strings, integers are integers, objects are
-objects), in Arc's lenient way: ``null`` means absent, numbers are accepted
-where a string id is expected. Domain rules (kinds, sizes, existence, states)
-live in ``coordination.services`` so every entry point shares them.
+They check types and bounds only (strings are strings, integers are integers and
+within the bounds the services export, objects are objects), in Arc's lenient way:
+``null`` means absent, numbers are accepted where a string id is expected. Domain
+rules (kinds, sizes, existence, states) live in ``coordination.core.services`` so
+every door shares them. REST bodies, WebSocket frames and MCP arguments are parsed
+by these same shapes (through ``coordination.core.operations``); docs/protocol.md
+lists them.
 """
 
 from __future__ import annotations
@@ -13,7 +16,17 @@ from typing import Any, ClassVar
 
 from rest_framework import serializers
 
-from coordination.errors import Invalid
+from coordination.core import hub
+from coordination.core.errors import Invalid
+from coordination.core.parsing import MAX_ID, reject_nul
+from coordination.core.services import (
+    MAX_DELIVERY_ATTEMPTS,
+    MAX_LEASE_BATCH,
+    MAX_LEASE_SEC,
+    MAX_TTL_SEC,
+    MIN_TTL_SEC,
+)
+from coordination.core.services.asking import MAX_ASK_REPLIES, MAX_ASK_TIMEOUT_SEC
 
 
 class Text(serializers.CharField):
@@ -47,8 +60,8 @@ class Ttl(serializers.IntegerField):
     def __init__(self, **kwargs: Any) -> None:
         kwargs.setdefault("required", False)
         kwargs.setdefault("allow_null", True)
-        kwargs.setdefault("min_value", 5)
-        kwargs.setdefault("max_value", 10 * 365 * 24 * 3600)
+        kwargs.setdefault("min_value", MIN_TTL_SEC)
+        kwargs.setdefault("max_value", MAX_TTL_SEC)
         super().__init__(**kwargs)
 
 
@@ -58,8 +71,8 @@ class Id(serializers.IntegerField):
     def __init__(self, **kwargs: Any) -> None:
         kwargs.setdefault("required", False)
         kwargs.setdefault("allow_null", True)
-        kwargs.setdefault("min_value", -(2**63))
-        kwargs.setdefault("max_value", 2**63 - 1)
+        kwargs.setdefault("min_value", -MAX_ID - 1)
+        kwargs.setdefault("max_value", MAX_ID)
         super().__init__(**kwargs)
 
 
@@ -70,6 +83,7 @@ class ArcSerializer(serializers.Serializer[Any]):
 
     @classmethod
     def parse(cls, data: dict[str, Any]) -> dict[str, Any]:
+        reject_nul(data, "the request")  # every door's input passes here (REST bodies were checked already)
         serializer = cls._fresh(data)
         if not serializer.is_valid():
             raise Invalid(first_error(serializer.errors))
@@ -138,10 +152,12 @@ class MessagePost(ArcSerializer):
     metadata = Object()
     parent_task_id = Id()
     priority = Text(max_length=16)
-    ttl_sec = serializers.IntegerField(required=False, allow_null=True, min_value=1, max_value=10 * 365 * 24 * 3600)
+    ttl_sec = Ttl(min_value=1)
     expects_reply = Text(max_length=200)
     to_capability = Text(max_length=200)
-    max_attempts = serializers.IntegerField(required=False, allow_null=True, min_value=1, max_value=100)
+    max_attempts = serializers.IntegerField(
+        required=False, allow_null=True, min_value=1, max_value=MAX_DELIVERY_ATTEMPTS
+    )
 
 
 class Ask(ArcSerializer):
@@ -149,16 +165,18 @@ class Ask(ArcSerializer):
     body = serializers.CharField(required=True, allow_blank=False, trim_whitespace=False)
     channel = Text(max_length=200)
     to_capability = Text(max_length=200)
-    max_replies = serializers.IntegerField(required=False, allow_null=True, min_value=1, max_value=100)
-    timeout = serializers.FloatField(required=False, allow_null=True, min_value=0, max_value=300)
+    max_replies = serializers.IntegerField(required=False, allow_null=True, min_value=1, max_value=MAX_ASK_REPLIES)
+    timeout = serializers.FloatField(required=False, allow_null=True, min_value=0, max_value=MAX_ASK_TIMEOUT_SEC)
     thread_id = Text(max_length=200, trim_whitespace=False)
     metadata = Object()
     expects_reply = Text(max_length=200)
 
 
 class InboxLease(ArcSerializer):
-    max = serializers.IntegerField(required=False, allow_null=True, min_value=1, max_value=100)
-    lease_sec = serializers.IntegerField(required=False, allow_null=True, min_value=5, max_value=3600)
+    max = serializers.IntegerField(required=False, allow_null=True, min_value=1, max_value=MAX_LEASE_BATCH)
+    lease_sec = serializers.IntegerField(
+        required=False, allow_null=True, min_value=MIN_TTL_SEC, max_value=MAX_LEASE_SEC
+    )
 
 
 class MessageIds(serializers.ListField):
@@ -178,7 +196,7 @@ class DeliveryNack(ArcSerializer):
     agent_id = Text(required=True, max_length=200)
     message_id = Id(required=True, allow_null=False)
     reason = Text(max_length=2000)
-    delay_sec = serializers.IntegerField(required=False, allow_null=True, min_value=0, max_value=3600)
+    delay_sec = serializers.IntegerField(required=False, allow_null=True, min_value=0, max_value=MAX_LEASE_SEC)
 
 
 class DeliveryRetry(ArcSerializer):
@@ -237,4 +255,81 @@ class NetworkToggle(ArcSerializer):
 
 
 class ShutdownStart(ArcSerializer):
-    delay_sec = serializers.IntegerField(required=False, allow_null=True, min_value=0, max_value=3600)
+    delay_sec = serializers.IntegerField(
+        required=False, allow_null=True, min_value=0, max_value=hub.MAX_SHUTDOWN_DELAY_SEC
+    )
+
+
+# ── WebSocket frames (docs/websocket.md), beyond the shapes above they share ──
+
+EVENT_TYPES = frozenset({"claim", "lock", "task", "presence", "delivery", "room"})
+
+
+class Register(ArcSerializer):
+    agent_id = Text(max_length=200)  # required, unless a key says who the socket is (then filled in)
+    display_name = Text(max_length=200)
+    description = Text(max_length=2000)
+    capabilities = serializers.ListField(
+        child=Text(required=True, max_length=200), required=False, allow_null=True, max_length=100
+    )
+    metadata = Object()
+    since_id = Id(min_value=0)
+    key = Text(max_length=300)  # an agent key, when the upgrade carried none (docs/access.md)
+
+
+class Discover(ArcSerializer):
+    capability = Text(max_length=200)
+
+
+class Delegate(ArcSerializer):
+    """A task for an agent, named (``to_agent``) or picked by capability (``to_capability``)."""
+
+    from_agent = Text(required=True, max_length=200)
+    to_agent = Text(max_length=200, allow_blank=False)
+    to_capability = Text(max_length=200, allow_blank=False)
+    body = serializers.CharField(required=True, trim_whitespace=False)
+    payload = serializers.JSONField(required=False, allow_null=True)
+    ttl_sec = Ttl(min_value=1)
+    channel = Text(max_length=200, allow_blank=False)
+    thread_id = Text(max_length=200, trim_whitespace=False)
+
+
+class TaskAnswer(ArcSerializer):
+    """The answer to a task: a ``task_result`` to its requester that finishes it (failed unless ``success``)."""
+
+    from_agent = Text(required=True, max_length=200)
+    success = serializers.BooleanField(required=False, allow_null=True)
+    body = serializers.CharField(required=False, allow_null=True, allow_blank=True, trim_whitespace=False)
+    payload = serializers.JSONField(required=False, allow_null=True)
+
+
+class Result(TaskAnswer):
+    """A ``result`` frame: the answer to the task ``task_id``."""
+
+    task_id = Id(required=True, allow_null=False)
+
+
+class Status(ArcSerializer):
+    task_id = Id()
+
+
+class Broadcast(ArcSerializer):
+    body = serializers.CharField(required=True, trim_whitespace=False)
+
+
+class Subscribe(ArcSerializer):
+    channels = serializers.ListField(
+        child=Text(required=True, max_length=200), required=False, allow_null=True, max_length=100
+    )
+    since_id = Id(min_value=0)
+    types = serializers.ListField(
+        child=serializers.ChoiceField(choices=sorted(EVENT_TYPES | {"message"})),
+        required=False,
+        allow_null=True,
+        max_length=10,
+    )
+    exclude_self = serializers.BooleanField(required=False, allow_null=True)
+
+
+class Empty(ArcSerializer):
+    """Nothing but what the door itself reads (``deregister`` and ``heartbeat`` frames)."""

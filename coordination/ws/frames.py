@@ -1,8 +1,8 @@
-"""The frames of the WebSocket protocol (``/v1/ws``, SPEC section 4): what clients send, what the hub sends.
+"""The frames of the WebSocket protocol (``/v1/ws``, docs/websocket.md): what clients send, what the hub sends.
 
 Every frame is a JSON object ``{"type": ..., "id": <optional correlation id>, ...}``.
-Client frames are checked like REST bodies: DRF serializers for types and sizes
-(``post`` uses the REST ``MessagePost`` itself), domain rules in the services.
+Client frames are checked like REST bodies, by the same input shapes and the same
+operations (``coordination.core.operations``); domain rules live in the services.
 Every reply to a client frame carries the frame's ``id`` (``null`` when it had
 none); frames the hub pushes on its own (``message``, ``task``, ``result``,
 ``event``, ``ping``) have no ``id`` key, so a client tells the two apart by it.
@@ -12,14 +12,12 @@ Domain errors become ``error`` frames here, in one place (``error_frame``).
 
 from __future__ import annotations
 
-import json
+from dataclasses import dataclass
 from typing import Any
 
-from rest_framework import serializers
-
-from coordination.api.params import reject_nul
-from coordination.api.serializers import ArcSerializer, Id, MessagePost, Object, Text
-from coordination.errors import (
+from coordination.core import access
+from coordination.core import inputs as shapes
+from coordination.core.errors import (
     ArcError,
     Conflict,
     Forbidden,
@@ -29,9 +27,9 @@ from coordination.errors import (
     RateLimited,
     Unauthorized,
 )
+from coordination.core.inputs import ArcSerializer
+from coordination.core.parsing import json_object
 
-# Event types a subscription may add to its messages (as ``GET /v1/stream?types=``).
-EVENT_TYPES = frozenset({"claim", "lock", "task", "presence", "delivery", "room"})
 MAX_CORRELATION_ID_CHARS = 200
 
 
@@ -61,95 +59,34 @@ _CODES: tuple[tuple[type[ArcError], str], ...] = (
 # ── Client → hub ──────────────────────────────────────────────────────────
 
 
-class Register(ArcSerializer):
-    agent_id = Text(max_length=200)  # required, unless a key says who the socket is (then filled in)
-    display_name = Text(max_length=200)
-    description = Text(max_length=2000)
-    capabilities = serializers.ListField(
-        child=Text(required=True, max_length=200), required=False, allow_null=True, max_length=100
-    )
-    metadata = Object()
-    since_id = Id(min_value=0)
-    key = Text(max_length=300)  # an agent key, when the upgrade carried none (SPEC 3)
+@dataclass(frozen=True)
+class ClientFrame:
+    """A client frame type: its input shape (``coordination.core.inputs``), whether it needs a registered
+    socket, and the acting field the socket fills with its agent (as a key fills it over REST)."""
+
+    shape: type[ArcSerializer]
+    needs_register: bool
+    acting: str | None = None
+
+    def fields(self) -> list[str]:
+        """The fields a client sends in this frame (the acting one is the socket's)."""
+        return [str(name) for name in self.shape().fields if name != self.acting]
 
 
-class Discover(ArcSerializer):
-    capability = Text(max_length=200)
-
-
-class Delegate(ArcSerializer):
-    to_agent = Text(max_length=200, allow_blank=False)
-    to_capability = Text(max_length=200, allow_blank=False)
-    body = serializers.CharField(required=True, trim_whitespace=False)
-    payload = serializers.JSONField(required=False, allow_null=True)
-    ttl_sec = serializers.IntegerField(required=False, allow_null=True, min_value=1, max_value=10 * 365 * 24 * 3600)
-    channel = Text(max_length=200, allow_blank=False)
-    thread_id = Text(max_length=200, trim_whitespace=False)
-
-
-class Result(ArcSerializer):
-    task_id = Id(required=True, allow_null=False)
-    success = serializers.BooleanField(required=False, allow_null=True)
-    body = serializers.CharField(required=False, allow_null=True, allow_blank=True, trim_whitespace=False)
-    payload = serializers.JSONField(required=False, allow_null=True)
-
-
-class Status(ArcSerializer):
-    task_id = Id()
-
-
-class Broadcast(ArcSerializer):
-    body = serializers.CharField(required=True, trim_whitespace=False)
-
-
-class Subscribe(ArcSerializer):
-    channels = serializers.ListField(
-        child=Text(required=True, max_length=200), required=False, allow_null=True, max_length=100
-    )
-    since_id = Id(min_value=0)
-    types = serializers.ListField(
-        child=serializers.ChoiceField(choices=sorted(EVENT_TYPES | {"message"})),
-        required=False,
-        allow_null=True,
-        max_length=10,
-    )
-    exclude_self = serializers.BooleanField(required=False, allow_null=True)
-
-
-class Ack(ArcSerializer):
-    message_ids = serializers.ListField(child=Id(required=True, allow_null=False), min_length=1, max_length=1000)
-
-
-class Nack(ArcSerializer):
-    message_id = Id(required=True, allow_null=False)
-    reason = Text(max_length=2000)
-    delay_sec = serializers.IntegerField(required=False, allow_null=True, min_value=0, max_value=3600)
-
-
-class Lease(ArcSerializer):
-    max = serializers.IntegerField(required=False, allow_null=True, min_value=1, max_value=100)
-    lease_sec = serializers.IntegerField(required=False, allow_null=True, min_value=5, max_value=3600)
-
-
-class Empty(ArcSerializer):
-    """``deregister`` and ``heartbeat`` carry nothing but ``type`` and ``id``."""
-
-
-# The client frame types, each with its input shape and whether it needs a registered socket.
-CLIENT_FRAMES: dict[str, tuple[type[ArcSerializer], bool]] = {
-    "register": (Register, False),
-    "deregister": (Empty, True),
-    "discover": (Discover, False),
-    "post": (MessagePost, True),
-    "delegate": (Delegate, True),
-    "result": (Result, True),
-    "status": (Status, False),
-    "broadcast": (Broadcast, True),
-    "subscribe": (Subscribe, True),
-    "lease": (Lease, True),
-    "ack": (Ack, True),
-    "nack": (Nack, True),
-    "heartbeat": (Empty, False),
+CLIENT_FRAMES: dict[str, ClientFrame] = {
+    "register": ClientFrame(shapes.Register, False),
+    "deregister": ClientFrame(shapes.Empty, True),
+    "discover": ClientFrame(shapes.Discover, False),
+    "post": ClientFrame(shapes.MessagePost, True, "from_agent"),
+    "delegate": ClientFrame(shapes.Delegate, True, "from_agent"),
+    "result": ClientFrame(shapes.Result, True, "from_agent"),
+    "status": ClientFrame(shapes.Status, False),
+    "broadcast": ClientFrame(shapes.Broadcast, True),
+    "subscribe": ClientFrame(shapes.Subscribe, True),
+    "lease": ClientFrame(shapes.InboxLease, True, "agent_id"),
+    "ack": ClientFrame(shapes.DeliveryAck, True, "agent_id"),
+    "nack": ClientFrame(shapes.DeliveryNack, True, "agent_id"),
+    "heartbeat": ClientFrame(shapes.Empty, False),
 }
 
 
@@ -159,15 +96,9 @@ def decode(text: str | None, *, limit: int) -> dict[str, Any]:
         raise Invalid("binary frames are not supported: send each frame as JSON text")
     if len(text) > limit or (len(text) * 4 > limit and len(text.encode("utf-8", "surrogatepass")) > limit):
         raise PayloadTooLarge(f"frame exceeds max size ({limit} bytes)")
-    try:
-        frame = json.loads(text)
-    except (json.JSONDecodeError, RecursionError) as exc:
-        raise Invalid(f"malformed JSON: {exc}") from exc
-    if not isinstance(frame, dict):
-        kind = type(frame).__name__ if frame is not None else "null"
-        raise Invalid(f'a frame must be a JSON object like {{"type": "heartbeat"}}, not {kind}')
-    reject_nul(frame, "a frame")
-    return frame
+    if not text:
+        raise Invalid('malformed JSON: an empty frame (send a JSON object like {"type": "heartbeat"})')
+    return json_object(text, "a frame")
 
 
 def correlation_id(frame: dict[str, Any]) -> str | int | None:
@@ -191,24 +122,27 @@ def frame_type(frame: dict[str, Any]) -> str:
     return kind
 
 
-def parse(kind: str, frame: dict[str, Any], *, agent_id: str | None) -> dict[str, Any]:
-    """The validated fields of a frame of type ``kind`` (``type`` and ``id`` removed).
+def fields(kind: str, frame: dict[str, Any], *, agent_id: str | None) -> dict[str, Any]:
+    """A frame's fields (``type`` and ``id`` removed), acting as the socket's agent.
 
-    A ``post`` acts as the socket's agent: ``from_agent`` is filled in when absent
-    and must equal it when given (``Forbidden``), as with an agent key (SPEC 3).
+    ``NotRegistered`` when the frame needs a registered socket and this one is not. The
+    acting field (``from_agent``, ``agent_id``) is filled with the socket's agent when absent
+    or empty and must equal it when given (``Forbidden``), as with an agent key
+    (``access.bind_to``). The shape is checked by the operation the frame calls, or by
+    ``shape`` for frames only the socket handles.
     """
-    shape, needs_agent = CLIENT_FRAMES[kind]
-    if needs_agent and agent_id is None:
+    spec = CLIENT_FRAMES[kind]
+    if spec.needs_register and agent_id is None:
         raise NotRegistered(f"send a register frame before {kind}")
     data = {key: value for key, value in frame.items() if key not in ("type", "id")}
-    if kind == "post":
-        assert agent_id is not None
-        given = data.get("from_agent")
-        if given is None:
-            data["from_agent"] = agent_id
-        elif isinstance(given, str | int) and not isinstance(given, bool) and str(given).strip() != agent_id:
-            raise Forbidden(f"from_agent must be this socket's agent ({agent_id}) or absent")
-    return shape.parse(data)
+    if spec.acting is not None:
+        data[spec.acting] = access.bind_to(agent_id, data.get(spec.acting), spec.acting)
+    return data
+
+
+def shape(kind: str, data: dict[str, Any]) -> dict[str, Any]:
+    """The validated fields of a frame the socket handles itself (register, subscribe, ...)."""
+    return CLIENT_FRAMES[kind].shape.parse(data)
 
 
 # ── Hub → client ──────────────────────────────────────────────────────────

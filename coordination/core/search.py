@@ -1,4 +1,4 @@
-"""Full-text search over message bodies (``GET /v1/search``, SPEC section 2).
+"""Full-text search over message bodies (``GET /v1/search``, docs/protocol.md).
 
 The index lives in the database, built by migration ``0006_message_search``:
 
@@ -20,9 +20,9 @@ from typing import Any
 from django.conf import settings
 from django.db import connection
 
-from coordination.access import Identity
-from coordination.errors import Invalid
-from coordination.models import Message
+from coordination.core.access import Identity
+from coordination.core.errors import Invalid
+from coordination.core.models import Message
 
 MAX_QUERY_CHARS = 1000
 MAX_QUERY_WORDS = 32
@@ -128,8 +128,8 @@ def _visible_sql(reader: Identity, *, channel: str | None, from_agent: str | Non
     if from_agent is not None:
         clauses.append("m.from_agent = %s")
         params.append(from_agent)
-    if reader.bound:
-        # may_read: its own messages (sent or received), and broadcasts in its rooms.
+    if reader.bound and not reader.admin:
+        # may_read: an admin reads every message; anyone else its own messages (sent or received), and broadcasts in its rooms.
         rooms = sorted(reader.rooms)  # none: every room
         broadcast = "m.to_agent IS NULL"
         if rooms:

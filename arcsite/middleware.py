@@ -1,4 +1,4 @@
-"""The hub's edge: what every request passes before any view.
+"""The site's edge: what every HTTP request passes before any view (docs/architecture.md).
 
 ``BodyLimit`` is ASGI middleware around the whole app: it answers 413 from the
 ``Content-Length`` header (or as soon as a chunked body passes the cap) without
@@ -8,7 +8,6 @@ non-loopback clients while remote access is off and stamps ``X-Arc-Instance``.
 
 from __future__ import annotations
 
-import ipaddress
 import json
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -17,22 +16,14 @@ from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_asy
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 
-from coordination import access, hub, services
 from coordination.api import envelope
-from coordination.errors import ArcError, Forbidden, Invalid
+from coordination.core import access, hub, services
+from coordination.core.errors import ArcError, Forbidden
+from coordination.core.parsing import reject_nul
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
-
-
-def is_loopback(address: str | None) -> bool:
-    if not address:
-        return False
-    try:
-        return ipaddress.ip_address(address.split("%", 1)[0]).is_loopback
-    except ValueError:
-        return False
 
 
 class BodyLimit:
@@ -119,7 +110,7 @@ class ArcEdgeMiddleware:
     """Who is calling, and the hub's stamp on every response.
 
     On ``/v1/`` it resolves the request's ``Identity`` (agent key, loopback rules,
-    remote access; see ``coordination.access``) and answers 401/403 itself when that
+    remote access; see ``coordination.core.access``) and answers 401/403 itself when that
     fails; elsewhere (dashboard, admin) it only refuses remote clients while remote
     access is off. Every response gets ``X-Arc-Instance``.
     """
@@ -150,29 +141,25 @@ class ArcEdgeMiddleware:
 
     @staticmethod
     def _identify(request: HttpRequest) -> HttpResponse | None:
-        loopback = is_loopback(request.META.get("REMOTE_ADDR"))
+        client = request.META.get("REMOTE_ADDR")
         try:
-            _reject_nul(request)  # every path: the dashboard looks rooms and threads up by them too
+            # Every path: the dashboard looks rooms and threads up by them too.
+            reject_nul([request.path, list(request.GET.lists())], "the path and query string")
             if request.path.startswith("/v1/"):
                 access.attach(
-                    request, access.resolve(authorization=request.headers.get("Authorization"), loopback=loopback)
+                    request, access.resolve(authorization=request.headers.get("Authorization"), client=client)
                 )
-            elif not loopback and not services.remote_allowed():
+            elif not access.is_loopback(client) and not services.remote_allowed():
                 raise Forbidden("remote access is off: this hub serves loopback clients only")
         except ArcError as exc:
             return envelope.from_exception(exc)
         return None
 
 
-def _reject_nul(request: HttpRequest) -> None:
-    """NUL characters in the path or query string (``%00``) are refused: PostgreSQL cannot compare text with them."""
-    if "\x00" in request.path or any("\x00" in k or any("\x00" in v for v in vs) for k, vs in request.GET.lists()):
-        raise Invalid("the path and query string must not contain NUL characters (%00)")
-
-
 def _needs_database(request: HttpRequest) -> bool:
-    """Resolving the identity reads the database only for a key or a remote client."""
-    return bool(request.headers.get("Authorization")) or not is_loopback(request.META.get("REMOTE_ADDR"))
+    return access.needs_database(
+        authorization=request.headers.get("Authorization"), client=request.META.get("REMOTE_ADDR")
+    )
 
 
 def _stamp(response: HttpResponse, instance: str) -> HttpResponse:

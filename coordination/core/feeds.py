@@ -1,4 +1,4 @@
-"""Ordered, gap-free message feeds woken by push (long-poll, SSE and WebSocket share this).
+"""Waiting on the hub: ordered, gap-free message feeds woken by push, shared by every door that waits.
 
 A ``MessageFeed`` follows the hub's messages in id order for one reader (an
 agent's view, a room, a thread). It subscribes to this process's event
@@ -27,7 +27,11 @@ from typing import Any
 
 from asgiref.sync import sync_to_async
 
-from coordination import events, selectors, services
+from coordination.core import events, selectors, services
+from coordination.core.access import Identity
+from coordination.core.errors import Invalid, NotFound
+
+_background: set[asyncio.Task[None]] = set()  # delivery records being written after an answer left
 
 
 @dataclass
@@ -54,6 +58,38 @@ class FeedFilter:
         if self.rooms and to_agent is None and m.get("channel") not in self.rooms:
             return False  # rooms narrow broadcasts; direct messages to the reader always pass
         return not (self.exclude_self and self.agent_id is not None and m.get("from_agent") == self.agent_id)
+
+    @classmethod
+    def for_agent(
+        cls,
+        who: Identity,
+        agent_id: str | None,
+        *,
+        channel: str | None = None,
+        thread_id: str | None = None,
+        rooms: Iterable[str] = (),
+        exclude_self: bool = False,
+    ) -> FeedFilter:
+        """An agent's feed as ``who`` may read it: as its own agent, within its key's rooms (narrowed by ``rooms``)."""
+        agent_id = who.act_as(agent_id, "agent_id")
+        if not agent_id:
+            raise Invalid("agent_id query parameter is required")
+        who.require_room(channel)
+        return cls(
+            agent_id=agent_id,
+            channel=channel,
+            thread_id=thread_id,
+            rooms=who.visible_rooms(rooms),
+            exclude_self=exclude_self,
+        )
+
+    @classmethod
+    def for_room(cls, who: Identity, *, channel: str | None, thread_id: str | None) -> FeedFilter:
+        """A room's or a thread's broadcasts (Arc's ``GET /v1/messages``) as ``who`` may read them."""
+        if not channel and not thread_id:
+            raise Invalid("channel or thread_id query parameter is required")
+        who.require_room(channel)
+        return cls(channel=channel, thread_id=thread_id, rooms=who.rooms, broadcast_only=True)
 
     def follows_room(self, name: str) -> bool:
         """Can broadcasts in room ``name`` reach this reader (its channel and rooms allow it)?"""
@@ -257,3 +293,104 @@ class Presence:
             return False
         self._changed.clear()
         return True
+
+
+def room_closed(name: str) -> dict[str, Any] | None:
+    """Room ``name`` as on the wire if it is closed; ``None`` if it is open or does not exist (yet)."""
+    try:
+        room = selectors.room_get(name)
+    except NotFound:
+        return None
+    return room.as_wire() if room.closed_at is not None else None
+
+
+async def long_poll(
+    flt: FeedFilter,
+    since_id: int,
+    limit: int,
+    timeout: float,
+    marker: DeliveryMarker | None,
+    *,
+    room: str | None = None,
+) -> tuple[list[dict[str, Any]], bool]:
+    """Messages after ``since_id``, waiting up to ``timeout`` s for the first; and is ``room`` closed?
+
+    The one long-poll every door waits with (``/v1/events``, ``/v1/messages``, MCP's poll).
+    A poll on a ``room`` (404 if unknown) that is closed, or closes while it waits,
+    answers at once with what it has: nothing more will come there. What it hands out
+    is recorded by ``marker`` right after the answer leaves (the reader does not wait).
+    """
+    deadline = time.monotonic() + timeout
+    async with MessageFeed(flt, cursor=since_id, limit=limit) as feed:
+        # Read once subscribed: a close from now on wakes the wait, an earlier one shows here.
+        closed = room is not None and await sync_to_async(_room_closed_or_missing)(room)
+        rows = await feed.backlog()
+        while not rows and not closed and (left := deadline - time.monotonic()) > 0:
+            rows, others = await feed.next(left)
+            if room is not None and any(closes_room(event, room) for event in others):
+                closed = True
+                rows += await feed.backlog()  # up to the closing notice, if its event is still on the way
+            elif room is not None and rows:
+                # The closing notice is announced just before its room event: look, so a poll
+                # woken by it says the room is closed rather than answering the next poll.
+                closed = await sync_to_async(_room_closed_or_missing)(room)
+        if marker is not None and rows:
+            marker.note(rows, feed.cursor)
+            task = asyncio.get_running_loop().create_task(marker.flush(force=True))
+            _background.add(task)
+            task.add_done_callback(_background.discard)
+        return rows, closed
+
+
+async def background_settled() -> None:
+    """Wait until the delivery records long-polls write after answering are written (for tests, shutdown)."""
+    while _background:
+        await asyncio.wait(list(_background))
+
+
+def _room_closed_or_missing(name: str) -> bool:
+    return selectors.room_get(name).closed_at is not None  # NotFound for an unknown room
+
+
+async def gather(
+    who: Identity, question_ids: list[int], *, max_replies: int, timeout: float, room: str | None = None
+) -> tuple[list[dict[str, Any]], bool, bool]:
+    """Up to ``max_replies`` replies to ``question_ids`` the reader may see, waiting up to
+    ``timeout`` seconds for them (less if ``room``, where the question was asked, closes).
+    Returns ``(replies, complete, room_closed)``.
+
+    Woken by every message replying to one of the questions (the events' ``reply_to``
+    routing field), never by a timer.
+    """
+    wanted = set(question_ids)
+    woken = asyncio.Event()
+    closed = False
+
+    def on_event(event: dict[str, Any]) -> None:
+        nonlocal closed
+        if event.get("event") == "message" and event.get("reply_to") in wanted:
+            woken.set()
+        elif room is not None and closes_room(event, room):
+            closed = True
+            woken.set()
+
+    def visible() -> list[dict[str, Any]]:
+        rows = selectors.replies_to(wanted, limit=max_replies * 4 + 50)
+        return [m for m in rows if who.may_read(m)][:max_replies]
+
+    deadline = time.monotonic() + timeout
+    await events.dispatcher.add(on_event, events.Route(every_message=True))
+    try:
+        replies = await sync_to_async(visible)()  # after subscribing: no reply can fall between
+        while len(replies) < max_replies and (left := deadline - time.monotonic()) > 0:
+            try:
+                await asyncio.wait_for(woken.wait(), left)
+            except TimeoutError:
+                break
+            woken.clear()
+            replies = await sync_to_async(visible)()
+            if closed:
+                break  # nobody can reply in a closed room
+    finally:
+        events.dispatcher.remove(on_event)
+    return replies, len(replies) >= max_replies, closed

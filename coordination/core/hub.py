@@ -18,10 +18,12 @@ from typing import Any
 from django.conf import settings
 from django.db import connection
 
-from coordination import services
-from coordination.errors import Invalid
+from coordination.core import services
+from coordination.core.errors import Invalid
 
 log = logging.getLogger("arc.hub")
+
+MAX_SHUTDOWN_DELAY_SEC = 3600
 
 
 def storage_path() -> str:
@@ -99,8 +101,8 @@ class ShutdownTimer:
             return {"remaining_sec": max(0, int(self._deadline - time.monotonic())), "delay_sec": self._delay}
 
     def start(self, delay_sec: int) -> dict[str, int] | None:
-        if delay_sec < 0 or delay_sec > 3600:
-            raise Invalid("delay_sec must be between 0 and 3600")
+        if not 0 <= delay_sec <= MAX_SHUTDOWN_DELAY_SEC:
+            raise Invalid(f"delay_sec must be between 0 and {MAX_SHUTDOWN_DELAY_SEC}")
         with self._lock:
             if self._deadline is not None:
                 raise Invalid("shutdown already pending")

@@ -15,7 +15,7 @@ import threading
 from django.conf import settings
 from django.db import close_old_connections, connection
 
-from coordination import services
+from coordination.core import services
 
 log = logging.getLogger("arc.sweeper")
 

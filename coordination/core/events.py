@@ -14,7 +14,7 @@ Message events carry ``prev_id``, the id of the message committed just before
 advisory lock). From those the dispatcher knows since when it has seen every
 message without a break and stamps each event with it (``chain_start``); a
 reader uses that to trust the payload or read a gap from the database (see
-``coordination.feeds``).
+``coordination.core.feeds``).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The agent manifest (SPEC section 2): ``GET /v1/manifest``, and ``GET /`` for JSON clients.
+"""The agent manifest (docs/protocol.md): ``GET /v1/manifest``, and ``GET /`` for JSON clients.
 
 One JSON answer from which an agent can start with nothing but the hub's URL: what
 the hub is, how to authenticate, the endpoints (read from the OpenAPI document,
@@ -20,12 +20,13 @@ from django.urls import NoReverseMatch, reverse
 from rest_framework.request import Request
 from rest_framework.views import APIView
 
-from coordination import frames, hub
 from coordination.api import schema
 from coordination.api.envelope import ok
 from coordination.api.params import query_timeout
 from coordination.api.streams import KEEPALIVE_SEC, STREAM_EVENT_TYPES
-from coordination.models import Delivery, Message, Task
+from coordination.core import hub
+from coordination.core.models import Delivery, Message, Task
+from coordination.ws import frames
 
 KINDS = {
     Message.Kind.CHAT: "conversation (the default)",
@@ -245,8 +246,8 @@ def build(request: HttpRequest) -> dict[str, Any]:
             "path": "/v1/ws",
             "frame": '{"type": ..., "id": <your correlation id, optional>, ...}',
             "client_frames": {
-                kind: {"fields": list(shape().fields), "needs_register": needs_register}
-                for kind, (shape, needs_register) in frames.CLIENT_FRAMES.items()
+                kind: {"fields": spec.fields(), "needs_register": spec.needs_register}
+                for kind, spec in frames.CLIENT_FRAMES.items()
             },
             "hub_frames": HUB_FRAMES,
         },

@@ -1,8 +1,9 @@
-"""The WebSocket edge, ``/v1/ws`` (SPEC section 4): one consumer per socket, thin.
+"""The WebSocket door, ``/v1/ws`` (docs/websocket.md): one consumer per socket, thin.
 
-Each client frame is parsed (``coordination.frames``), handed to one service or
-selector through ``database_sync_to_async`` and answered with one frame; domain
-errors become ``error`` frames and never close the socket.
+Each client frame is read (``coordination.ws.frames``), handed to one operation
+(``coordination.core.operations``, as every door) through ``database_sync_to_async``
+and answered with one frame; domain errors become ``error`` frames and never close
+the socket.
 
 A registered socket follows its agent's feed (broadcasts plus its direct
 messages) with the same gap-free ``MessageFeed`` as ``/v1/stream``, in a task of
@@ -34,11 +35,12 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from django.utils import timezone
 
-from coordination import access, events, frames, selectors, services
-from coordination.errors import ArcError, Conflict, Invalid, NotFound, Unauthorized
-from coordination.feeds import DeliveryMarker, FeedFilter, MessageFeed
-from coordination.middleware import is_loopback
-from coordination.models import Message, Session, iso
+from coordination.core import access, events, selectors, services
+from coordination.core import operations as ops
+from coordination.core.errors import ArcError, Conflict, Invalid, NotFound, Unauthorized
+from coordination.core.feeds import DeliveryMarker, FeedFilter, MessageFeed
+from coordination.core.models import Session, iso
+from coordination.ws import frames
 
 log = logging.getLogger("arc.ws")
 
@@ -110,15 +112,19 @@ class HubConsumer(AsyncWebsocketConsumer):
 
     async def connect(self) -> None:
         client = self.scope.get("client")
-        self.loopback = is_loopback(client[0] if client else None)
+        self.client = client[0] if client else None
         authorization = dict(self.scope.get("headers") or {}).get(b"authorization", b"").decode("latin-1") or None
         try:
             self.identity = await database_sync_to_async(access.resolve)(
-                authorization=authorization, loopback=self.loopback
+                authorization=authorization, client=self.client
             )
-        except Unauthorized:
+        except Unauthorized as exc:
             if authorization:
-                await self.close(code=CLOSE_UNAUTHORIZED)  # a bad key on the upgrade: a 403 under Daphne
+                # A bad, revoked or expired key on the upgrade: accepted, told why, closed with 4401,
+                # as every other door says 401 (a refused handshake would read as 403).
+                await self.accept()
+                await self._send(frames.error_frame(exc, None))
+                await self.close(code=CLOSE_UNAUTHORIZED)
                 return
             self.identity = None  # no key yet: the first frame must be a register carrying one
         except ArcError:
@@ -139,7 +145,7 @@ class HubConsumer(AsyncWebsocketConsumer):
             frame = frames.decode(text_data, limit=settings.ARC_MAX_REQUEST_BYTES)
             frame_id = frames.correlation_id(frame)
             kind = frames.frame_type(frame)
-            data = frames.parse(kind, frame, agent_id=self.agent_id)
+            data = frames.fields(kind, frame, agent_id=self.agent_id)
             if self.identity is None and kind != "register":
                 raise Unauthorized(
                     "this hub needs an agent key: send it in the upgrade (Authorization: Bearer) or in register"
@@ -167,34 +173,35 @@ class HubConsumer(AsyncWebsocketConsumer):
         self._last_touch = time.monotonic()
         await database_sync_to_async(services.session_touch)(agent_id=self.agent_id)
 
-    # ── Client frames: parse (done) → one service or selector → one reply ─
+    # ── Client frames: fields (done) → one operation → one reply ──────────
 
     async def _register(self, data: Frame, frame_id: FrameId) -> None:
+        data = frames.shape("register", data)
         key = data.pop("key", None)
         if key is not None:
             self.identity = await database_sync_to_async(access.resolve)(
-                authorization=f"Bearer {key}", loopback=self.loopback
+                authorization=f"Bearer {key}", client=self.client
             )
             self._watch_key()
         if self.identity is None:
             raise Unauthorized(
                 "this hub needs an agent key: send it in the upgrade (Authorization: Bearer) or in register"
             )
-        data["agent_id"] = self.identity.act_as(data.get("agent_id"), "agent_id")
-        if not data["agent_id"]:
+        agent_id = self.identity.act_as(data.get("agent_id"), "agent_id")
+        if not agent_id:
             raise Invalid("agent_id is required (or a key that says who you are)")
-        if self.agent_id is not None and data["agent_id"] != self.agent_id:
+        if self.agent_id is not None and agent_id != self.agent_id:
             raise Conflict(f"this socket is registered as {self.agent_id}; send deregister first")
-        session, newest = await database_sync_to_async(_session_open)(data)
+        session, newest = await database_sync_to_async(_session_open)(self.identity, agent_id, data)
         first = self.agent_id is None
-        self.agent_id, self.session_id = session.agent_id, session.session_id
+        self.agent_id, self.session_id = session["agent_id"], session["session_id"]
         self._last_touch = time.monotonic()
         if not first and "since_id" not in data:  # registered again: refresh the session, keep the feed
-            await self._send(frames.reply("registered", frame_id, session=session.as_wire(), since_id=self._resume_id))
+            await self._send(frames.reply("registered", frame_id, session=session, since_id=self._resume_id))
             return
         await self._replace_feed(
             Subscription(since_id=data.get("since_id", newest), rooms=self.identity.rooms),
-            frames.reply("registered", frame_id, session=session.as_wire()),
+            frames.reply("registered", frame_id, session=session),
         )
 
     async def _deregister(self, data: Frame, frame_id: FrameId) -> None:
@@ -212,38 +219,43 @@ class HubConsumer(AsyncWebsocketConsumer):
         )
 
     async def _discover(self, data: Frame, frame_id: FrameId) -> None:
+        data = frames.shape("discover", data)
         agents = await database_sync_to_async(services.sessions_roster)(capability=data.get("capability"))
         await self._send(frames.reply("agents", frame_id, agents=agents))
 
+    async def _operate(self, operation: Callable[..., ops.Answer], *args: Any) -> ops.Answer:
+        answer: ops.Answer = await database_sync_to_async(operation)(self._who(), *args)
+        return answer
+
     async def _post(self, data: Frame, frame_id: FrameId) -> None:
-        self._who().check_post(to_agent=data.get("to_agent"), channel=data.get("channel"))
-        message, receipt = await database_sync_to_async(_message_post)(data)
-        await self._send(frames.reply("posted", frame_id, message=message, **receipt))
+        posted = await self._operate(ops.message_post, data)
+        await self._send(frames.reply("posted", frame_id, message=posted.result, **posted.extra))
 
     async def _broadcast(self, data: Frame, frame_id: FrameId) -> None:
-        fields = {"from_agent": self.agent_id, "channel": "general", "body": data["body"]}
-        self._who().check_post(to_agent=None, channel="general")
-        message, receipt = await database_sync_to_async(_message_post)(fields)
-        await self._send(frames.reply("posted", frame_id, message=message, **receipt))
+        body = frames.shape("broadcast", data)["body"]
+        posted = await self._operate(
+            ops.message_post, {"from_agent": self.agent_id, "channel": "general", "body": body}
+        )
+        await self._send(frames.reply("posted", frame_id, message=posted.result, **posted.extra))
 
     async def _delegate(self, data: Frame, frame_id: FrameId) -> None:
-        self._who().check_post(to_agent=data.get("to_agent") or "(by capability)", channel=None)
-        message, task, receipt = await database_sync_to_async(_task_delegate)(self.agent_id, data)
-        await self._send(frames.reply("delegated", frame_id, task=task, message=message, **receipt))
+        delegated = await self._operate(ops.task_delegate, data)
+        await self._send(frames.reply("delegated", frame_id, message=delegated.result, **delegated.extra))
 
     async def _result(self, data: Frame, frame_id: FrameId) -> None:
-        message, task, receipt = await database_sync_to_async(_task_result)(self.agent_id, data)
-        await self._send(frames.reply("posted", frame_id, message=message, task=task, **receipt))
+        answered = await self._operate(ops.task_result, data)
+        await self._send(frames.reply("posted", frame_id, message=answered.result, **answered.extra))
 
     async def _status(self, data: Frame, frame_id: FrameId) -> None:
+        data = frames.shape("status", data)
         if "task_id" in data:
-            task = (await database_sync_to_async(selectors.task_get)(data["task_id"])).as_wire()
-            self._who().require_task(task)
+            task = (await self._operate(ops.task_get, data["task_id"])).result
             await self._send(frames.reply("status", frame_id, task=task))
         else:
             await self._send(frames.reply("status", frame_id, hub=await database_sync_to_async(selectors.hub_stats)()))
 
     async def _subscribe(self, data: Frame, frame_id: FrameId) -> None:
+        data = frames.shape("subscribe", data)
         # Checked before the old feed stops, so a refused subscribe leaves it running.
         rooms = self._who().visible_rooms(data.get("channels") or ())
         # Without since_id the new feed goes on from where the old one stopped: no gap, no repeat.
@@ -266,17 +278,16 @@ class HubConsumer(AsyncWebsocketConsumer):
         )
 
     async def _lease(self, data: Frame, frame_id: FrameId) -> None:
-        leased = await database_sync_to_async(_inbox_lease)(self.agent_id, data)
-        await self._send(frames.reply("leased", frame_id, messages=leased))
+        leased = await self._operate(ops.inbox_lease, data)
+        await self._send(frames.reply("leased", frame_id, messages=leased.result))
 
     async def _ack(self, data: Frame, frame_id: FrameId) -> None:
-        ids = sorted(set(data["message_ids"]))
-        acked = await database_sync_to_async(services.delivery_ack)(agent_id=self.agent_id, message_ids=ids)
-        await self._send(frames.reply("acked", frame_id, acked=acked, message_ids=ids))
+        acked = (await self._operate(ops.delivery_ack, data)).result
+        await self._send(frames.reply("acked", frame_id, acked=acked["acked"], message_ids=acked["message_ids"]))
 
     async def _nack(self, data: Frame, frame_id: FrameId) -> None:
-        delivery = await database_sync_to_async(services.delivery_nack)(agent_id=self.agent_id, **data)
-        await self._send(frames.reply("nacked", frame_id, delivery=delivery.as_wire()))
+        nacked = await self._operate(ops.delivery_nack, data)
+        await self._send(frames.reply("nacked", frame_id, delivery=nacked.result))
 
     async def _heartbeat(self, data: Frame, frame_id: FrameId) -> None:
         await self._touch(force=True)
@@ -350,11 +361,7 @@ class HubConsumer(AsyncWebsocketConsumer):
                 await self._send(frames.message_frame(message, agent_id))
             who = self._who()
             for event in others:
-                # A room closing or reopening reaches the room's readers unasked (the feed passes
-                # room events only for rooms this socket follows); other events when subscribed.
-                if event.get("event") == "room" or (
-                    event.get("event") in subscription.types and who.may_see_event(event, agent_id)
-                ):
+                if who.shows_event(event, agent_id, subscription.types):
                     await self._send(frames.event_frame(event))
             marker.note(shown, cursor)
             self._resume_id = cursor
@@ -431,46 +438,14 @@ class NoRouteConsumer(AsyncWebsocketConsumer):
         await self.close(code=CLOSE_NO_ROUTE)
 
 
-# ── The sync side: one service (and the reads its reply needs) per call ──
+# ── The sync side ──────────────────────────────────────────────────────
 
 
-def _session_open(data: Frame) -> tuple[Session, int]:
+def _session_open(who: access.Identity, agent_id: str, data: Frame) -> tuple[dict[str, Any], int]:
     """Register (replacing any earlier session of the agent); also the newest message id, where its feed starts."""
     metadata = dict(data.get("metadata") or {})
     if "description" in data:
         metadata["description"] = data["description"]
-    session = services.session_create(
-        agent_id=data["agent_id"],
-        display_name=data.get("display_name"),
-        capabilities=data.get("capabilities", []),
-        metadata=metadata,
-        replace=True,
-    )
-    return session, selectors.message_newest_id()
-
-
-def _receipt(message: Message) -> tuple[dict[str, Any], dict[str, Any]]:
-    return message.as_wire(), selectors.post_receipt(message)
-
-
-def _message_post(data: Frame) -> tuple[dict[str, Any], dict[str, Any]]:
-    return _receipt(services.message_post(**data))
-
-
-def _inbox_lease(agent_id: str, data: Frame) -> list[dict[str, Any]]:
-    leased = services.inbox_lease(
-        agent_id=agent_id, max_messages=data.get("max", 10), lease_sec=data.get("lease_sec", 60)
-    )
-    return [selectors.leased_wire(d) for d in leased]
-
-
-def _task_delegate(agent_id: str, data: Frame) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
-    message = services.task_delegate(from_agent=agent_id, **data)
-    wire, receipt = _receipt(message)
-    return wire, selectors.task_get(message.id).as_wire(), receipt
-
-
-def _task_result(agent_id: str, data: Frame) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
-    message = services.task_result(from_agent=agent_id, **data)
-    wire, receipt = _receipt(message)
-    return wire, selectors.task_get(data["task_id"]).as_wire(), receipt
+    fields: dict[str, Any] = {k: data[k] for k in ("display_name", "capabilities") if k in data}
+    opened = ops.session_open(who, {**fields, "agent_id": agent_id, "metadata": metadata, "replace": True})
+    return opened.result, selectors.message_newest_id()

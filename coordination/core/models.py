@@ -5,8 +5,8 @@ Arc v1 names are kept where they reach the wire: a ``Room`` is an Arc *channel*
 id with the message that created it. Agent ids are plain strings, as in Arc: an
 agent exists once it has a session or has posted.
 
-Writes go through ``coordination.services``; reusable reads are QuerySet methods
-here, joined reads live in ``coordination.selectors``.
+Writes go through ``coordination.core.services``; reusable reads are QuerySet methods
+here, joined reads live in ``coordination.core.selectors``.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ class Room(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
     created_by = models.CharField(max_length=200, null=True, blank=True)
     metadata = models.JSONField(default=dict, blank=True)
-    # Room lifecycle (SPEC section 2): a closed room refuses posts until reopened.
+    # Room lifecycle (docs/protocol.md): a closed room refuses posts until reopened.
     closed_at = models.DateTimeField(null=True, blank=True)
     closed_by = models.CharField(max_length=200, null=True, blank=True)
 
@@ -138,7 +138,7 @@ class Message(models.Model):
     reply_to = models.BigIntegerField(null=True, blank=True)
     thread_id = models.CharField(max_length=200, null=True, blank=True)
     metadata = models.JSONField(default=dict, blank=True)
-    # Extensions (SPEC section 2): delivery priority, expiry, reply etiquette.
+    # Extensions (docs/protocol.md): delivery priority, expiry, reply etiquette.
     priority = models.CharField(max_length=16, choices=Priority.choices, default=Priority.NORMAL)
     expires_at = models.DateTimeField(null=True, blank=True)
     expects_reply = models.CharField(max_length=200, default="none")
@@ -180,36 +180,75 @@ class Message(models.Model):
 
 
 class LeaseQuerySet(models.QuerySet[Any]):
-    """Shared reads for leases that are active until released or expired (claims, locks)."""
+    """The one definition of a lease's life (claims, locks): active until released or past ``expires_at``."""
 
     def active(self, now: datetime | None = None) -> LeaseQuerySet:
         return self.filter(released_at__isnull=True, expires_at__gte=now or timezone.now())
 
+    def lapsed(self, now: datetime | None = None) -> LeaseQuerySet:
+        """Never released, but past ``expires_at``: anyone's to take (its holder is told first)."""
+        return self.filter(released_at__isnull=True, expires_at__lt=now or timezone.now())
 
-class Claim(models.Model):
+    def free(self, now: datetime | None = None) -> LeaseQuerySet:
+        """Released or lapsed: a new holder may take it over."""
+        return self.filter(Q(released_at__isnull=False) | Q(expires_at__lt=now or timezone.now()))
+
+    def unreleased(self) -> LeaseQuerySet:
+        return self.filter(released_at__isnull=True)
+
+    def held_by(self, holder: str) -> LeaseQuerySet:
+        return self.filter(**{self.model.HOLDER_FIELD: holder})
+
+
+class Lease(models.Model):
+    """What claims and locks share: a holder, a TTL, a release and the notice of their expiry."""
+
+    HOLDER_FIELD: str  # the holder's column (``owner_agent_id`` on claims, ``agent_id`` on locks)
+    STARTED_FIELD: str  # when the current holder took it
+
+    expires_at = models.DateTimeField()
+    released_at = models.DateTimeField(null=True, blank=True)
+    metadata = models.JSONField(default=dict, blank=True)
+    # When the holder was told its lease ran out (docs/protocol.md, "Expiry is told to the holder").
+    expiry_noticed_at = models.DateTimeField(null=True, blank=True)
+
+    objects = LeaseQuerySet.as_manager()
+
+    class Meta:
+        abstract = True
+
+    @property
+    def holder(self) -> str:
+        return str(getattr(self, self.HOLDER_FIELD))
+
+    def is_active(self, now: datetime | None = None) -> bool:
+        return self.released_at is None and self.expires_at >= (now or timezone.now())
+
+    @property
+    def state(self) -> str:
+        """``active``, ``expired`` (ran out, never released) or ``released``."""
+        if self.released_at is not None:
+            return "released"
+        return "active" if self.is_active() else "expired"
+
+
+class Claim(Lease):
     """Atomic ownership of a unit of work, with a TTL."""
+
+    HOLDER_FIELD = "owner_agent_id"
+    STARTED_FIELD = "claimed_at"
 
     claim_key = models.CharField(primary_key=True, max_length=300)
     thread_id = models.CharField(max_length=200, null=True, blank=True)
     task_message_id = models.BigIntegerField(null=True, blank=True)
     owner_agent_id = models.CharField(max_length=200)
     claimed_at = models.DateTimeField(default=timezone.now)
-    expires_at = models.DateTimeField()
-    released_at = models.DateTimeField(null=True, blank=True)
-    metadata = models.JSONField(default=dict, blank=True)
-    # When the holder was told its claim ran out (SPEC 2, "Expiry is told to the holder").
-    expiry_noticed_at = models.DateTimeField(null=True, blank=True)
-
-    objects = LeaseQuerySet.as_manager()
 
     class Meta:
         indexes = [models.Index(fields=["thread_id"]), models.Index(fields=["owner_agent_id"])]
 
     def __str__(self) -> str:
         return self.claim_key
-
-    def is_active(self, now: datetime | None = None) -> bool:
-        return self.released_at is None and self.expires_at >= (now or timezone.now())
 
     def as_wire(self) -> dict[str, Any]:
         return {
@@ -224,28 +263,21 @@ class Claim(models.Model):
         }
 
 
-class Lock(models.Model):
+class Lock(Lease):
     """An advisory lock on a file path, with a TTL."""
+
+    HOLDER_FIELD = "agent_id"
+    STARTED_FIELD = "locked_at"
 
     file_path = models.CharField(primary_key=True, max_length=1000)
     agent_id = models.CharField(max_length=200)
     locked_at = models.DateTimeField(default=timezone.now)
-    expires_at = models.DateTimeField()
-    released_at = models.DateTimeField(null=True, blank=True)
-    metadata = models.JSONField(default=dict, blank=True)
-    # When the holder was told its lock ran out (SPEC 2, "Expiry is told to the holder").
-    expiry_noticed_at = models.DateTimeField(null=True, blank=True)
-
-    objects = LeaseQuerySet.as_manager()
 
     class Meta:
         indexes = [models.Index(fields=["agent_id"])]
 
     def __str__(self) -> str:
         return self.file_path
-
-    def is_active(self, now: datetime | None = None) -> bool:
-        return self.released_at is None and self.expires_at >= (now or timezone.now())
 
     def as_wire(self) -> dict[str, Any]:
         return {
@@ -279,7 +311,7 @@ class Task(models.Model):
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.OPEN)
     created_at = models.DateTimeField(default=timezone.now)
     completed_at = models.DateTimeField(null=True, blank=True)
-    # Extensions (SPEC section 2): who asked, who does it, by when, and why it failed.
+    # Extensions (docs/protocol.md): who asked, who does it, by when, and why it failed.
     requester = models.CharField(max_length=200, null=True, blank=True)
     assignee = models.CharField(max_length=200, null=True, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
@@ -320,7 +352,7 @@ class Task(models.Model):
 
 
 class Delivery(models.Model):
-    """One direct message's way to one recipient (SPEC section 2, "Reliable direct delivery").
+    """One direct message's way to one recipient (docs/protocol.md, "Reliable direct delivery").
 
     ``queued`` → ``delivered`` when a poll, stream or socket hands it out; leases,
     acks, nacks, retries and dead letters move it further (``leased``, ``acked``,
@@ -395,7 +427,7 @@ class AgentKeyQuerySet(models.QuerySet["AgentKey"]):
 
 
 class AgentKey(models.Model):
-    """A secret that lets one agent act on the hub (SPEC section 3). Only its hash is stored.
+    """A secret that lets one agent act on the hub (docs/access.md). Only its hash is stored.
 
     The key reads ``arc_<prefix>_<secret>``; ``prefix`` finds the row, the SHA-256
     of the whole key must match ``digest``. ``rooms`` empty means every room.
@@ -459,7 +491,7 @@ class HubState(models.Model):
 
 
 class LoginLink(models.Model):
-    """A one-time link into the dashboard for the local user (SPEC 7), printed by ``up``/``ensure``.
+    """A one-time link into the dashboard for the local user (docs/dashboard.md), printed by ``up``/``ensure``.
 
     Only the SHA-256 of the token is stored; the link works once, before ``expires_at``.
     """

@@ -15,8 +15,8 @@ from django.db import connection
 from django.db.models import Exists, Max, OuterRef, Q, QuerySet
 from django.utils import timezone
 
-from coordination.errors import Invalid, NotFound
-from coordination.models import AgentKey, Claim, Delivery, FeedCursor, Lock, Message, Room, Session, Task, iso
+from coordination.core.errors import Invalid, NotFound
+from coordination.core.models import AgentKey, Claim, Delivery, FeedCursor, Lock, Message, Room, Session, Task, iso
 
 
 def room_get(name: str) -> Room:
@@ -225,8 +225,12 @@ def locks_list(*, agent_id: str | None = None, active_only: bool = False) -> lis
     return list(rows.order_by("locked_at", "file_path"))
 
 
+def task_find(task_id: int) -> Task | None:
+    return Task.objects.filter(pk=task_id).first()
+
+
 def task_get(task_id: int) -> Task:
-    task = Task.objects.filter(pk=task_id).first()
+    task = task_find(task_id)
     if task is None:
         raise NotFound("task not found")
     return task

@@ -4,17 +4,16 @@ from __future__ import annotations
 
 from django.http import HttpRequest, HttpResponse
 
-from coordination import access, events, selectors
 from coordination.api import envelope
-from coordination.errors import ArcError, Forbidden
-from coordination.middleware import is_loopback
+from coordination.core import access, events, selectors
+from coordination.core.errors import ArcError, Forbidden
 
 
 def metrics(request: HttpRequest) -> HttpResponse:
-    loopback = is_loopback(request.META.get("REMOTE_ADDR"))
+    client = request.META.get("REMOTE_ADDR")
     try:
-        who = access.resolve(authorization=request.headers.get("Authorization"), loopback=loopback)
-        if not (loopback or who.admin):
+        who = access.resolve(authorization=request.headers.get("Authorization"), client=client)
+        if not (who.loopback or who.admin):
             raise Forbidden("metrics are for loopback clients or admin keys")
     except ArcError as exc:
         return envelope.from_exception(exc)

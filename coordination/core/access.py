@@ -1,6 +1,7 @@
-"""Who is acting, and what they may touch (SPEC section 3). One place for every entry point.
+"""Who is acting, and what they may touch (docs/access.md). One place for every door.
 
-Each request (REST, SSE, WebSocket, relay envelope) resolves to an ``Identity``:
+Each request (REST, SSE, WebSocket, MCP, relay envelope, dashboard) resolves to an
+``Identity`` through ``resolve``, from its ``Authorization`` and its client address:
 
 - a valid agent key (``Authorization: Bearer arc_...``): acts as that key's agent,
   within the key's rooms (none listed: all rooms), as an admin if the key is one;
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import math
 import threading
@@ -29,11 +31,40 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.utils import timezone
 
-from coordination import events, services
-from coordination.errors import Forbidden, RateLimited, Unauthorized
-from coordination.models import AgentKey
+from coordination.core import events, selectors, services
+from coordination.core.errors import Forbidden, RateLimited, Unauthorized
+from coordination.core.models import AgentKey, Message
+from coordination.core.services import MessageDraft
 
 OPERATOR = "operator"
+# A command run on this machine (``manage.py mcp --local``) acts as a loopback client.
+THIS_MACHINE = "127.0.0.1"
+
+
+def is_loopback(address: str | None) -> bool:
+    """Is ``address`` (a client's IP, as the server saw it) on this machine? Unknown is not."""
+    if not address:
+        return False
+    try:
+        return ipaddress.ip_address(address.split("%", 1)[0]).is_loopback
+    except ValueError:
+        return False
+
+
+def bind_to(agent_id: str | None, claimed: Any, field_name: str) -> Any:
+    """The agent a request acts as through ``field_name`` when it must act as ``agent_id``.
+
+    ``agent_id`` set: an absent or empty field is filled with it, another agent's id is
+    ``Forbidden``; ``None`` (not bound to one agent): the request acts as whoever it names.
+    """
+    if agent_id is None:
+        return claimed
+    if claimed is None or claimed == "":
+        return agent_id
+    if str(claimed).strip() != agent_id:
+        raise Forbidden(f"{field_name} must be {agent_id} (the key's agent) or absent, not {claimed}")
+    return agent_id
+
 
 log = logging.getLogger("arc.access")
 
@@ -62,18 +93,8 @@ class Identity:
         return self.agent_id is not None
 
     def act_as(self, claimed: Any, field_name: str) -> Any:
-        """The agent a request acts as through ``field_name``.
-
-        A bound identity fills an absent field with its agent and refuses another
-        agent's id (403); an unbound one acts as whoever the request names.
-        """
-        if not self.bound:
-            return claimed
-        if claimed is None or claimed == "":
-            return self.agent_id
-        if str(claimed).strip() != self.agent_id:
-            raise Forbidden(f"{field_name} must be {self.agent_id} (the key's agent) or absent, not {claimed}")
-        return self.agent_id
+        """The agent a request acts as through ``field_name`` (``bind_to`` this identity's agent)."""
+        return bind_to(self.agent_id, claimed, field_name)
 
     def bind(self, data: dict[str, Any], *fields: str) -> dict[str, Any]:
         """``data`` with each acting field checked and filled (see ``act_as``)."""
@@ -112,13 +133,20 @@ class Identity:
             return True
         return self.bound and self.agent_id in (task.get("requester"), task.get("assignee"))
 
-    def may_see_event(self, event: dict[str, Any], agent_id: str) -> bool:
-        """May the feed of ``agent_id`` under this identity show a state-change ``event``?
+    def shows_event(self, event: dict[str, Any], agent_id: str, types: frozenset[str]) -> bool:
+        """Does the feed of ``agent_id`` that asked for event ``types`` show this state-change ``event``?
 
-        Delivery events are private to their recipient; task events follow ``may_see_task``;
-        the rest (claims, locks, presence) are hub-wide state.
+        A ``room`` event always (feeds pass it only for rooms the reader follows: it tells
+        the reader to stop waiting there, or to go on). Others when asked for and visible:
+        delivery events to their recipient only, task events as ``may_see_task``, the rest
+        (claims, locks, presence) are hub-wide state.
         """
-        if event.get("event") == "delivery":
+        kind = event.get("event")
+        if kind == "room":
+            return True
+        if kind not in types:
+            return False
+        if kind == "delivery":
             return event.get("agent_id") == agent_id
         task = event.get("task")
         if isinstance(task, dict):
@@ -133,10 +161,31 @@ class Identity:
         if not self.may_read(message):
             raise Forbidden("this message is not visible to this key")
 
-    def check_post(self, *, to_agent: str | None, channel: str | None) -> None:
-        """May this identity post there now? Room scope for broadcasts, then the rate limit."""
-        if to_agent is None:
+    def visible_thread(self, detail: dict[str, Any]) -> dict[str, Any]:
+        """A thread's detail as this identity may see it: its room must be visible, and only its readable messages."""
+        self.require_room(detail["thread"]["channel"])
+        return {**detail, "messages": [m for m in detail["messages"] if self.may_read(m)]}
+
+    def check_post(self, draft: MessageDraft) -> None:
+        """May this identity post ``draft`` now? ``Forbidden`` or ``RateLimited`` if not (``may_post``)."""
+        answers = draft.reply_to if draft.kind == Message.Kind.TASK_RESULT else None
+        self.may_post(direct=draft.direct, channel=draft.channel, answers_task=answers)
+
+    def may_post(self, *, direct: bool, channel: str | None, answers_task: int | None = None) -> None:
+        """May this identity post now? ``Forbidden`` or ``RateLimited`` if not: the one rule of every post.
+
+        A room post needs its room (``channel``, default ``general``) in the key's scope; a
+        direct message (to an agent, or to one picked by capability) is not a room post. An
+        answer to a task (``answers_task``) needs that task visible, so a scoped key changes
+        no task outside its rooms. Then the rate limit charges the post (a refused post
+        costs nothing).
+        """
+        if not direct:
             self.require_room(channel or "general")
+        if answers_task is not None and self.rooms:
+            task = selectors.task_find(answers_task)
+            if task is not None:
+                self.require_task(task.as_wire())
         if self.bound:
             assert self.agent_id is not None
             rate_limiter.charge(self.agent_id)
@@ -274,8 +323,13 @@ def of(request: Any) -> Identity:
     return identity
 
 
-def resolve(*, authorization: str | None, loopback: bool, staff_user: bool = False) -> Identity:
-    """The identity of a request, from its ``Authorization`` header and origin."""
+def resolve(*, authorization: str | None, client: str | None, staff_user: bool = False) -> Identity:
+    """The identity of a request, from its ``Authorization`` header and its client's address.
+
+    ``Unauthorized`` for a bad, revoked or expired key, or a missing one where one is needed;
+    ``Forbidden`` for a remote client while remote access is off.
+    """
+    loopback = is_loopback(client)
     if not loopback and not services.remote_allowed():
         raise Forbidden(
             "remote access is off: this hub serves loopback clients only (an admin can turn it on with POST /v1/network)"
@@ -292,6 +346,11 @@ def resolve(*, authorization: str | None, loopback: bool, staff_user: bool = Fal
     if settings.ARC_AUTH == "required":
         raise Unauthorized("this hub requires an agent key (ARC_AUTH=required): send Authorization: Bearer <key>")
     return Identity(loopback=True)
+
+
+def needs_database(*, authorization: str | None, client: str | None) -> bool:
+    """Does ``resolve`` read the database for this request (a key, or a remote client's toggle)?"""
+    return bool(authorization) or not is_loopback(client)
 
 
 def identity_for_key(key: AgentKey, *, loopback: bool) -> Identity:

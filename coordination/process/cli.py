@@ -1,0 +1,30 @@
+"""What every hub command shares: where the hub is (docs/configuration.md).
+
+``manage.py`` has already copied these arguments into ``ARC_*`` environment variables
+before settings loaded; declaring them here documents them in ``--help`` and lets a
+command read the effective values from ``settings``.
+"""
+
+from __future__ import annotations
+
+from argparse import ArgumentParser
+
+from django.conf import settings
+
+from coordination.process import discovery
+
+
+def add_location_arguments(parser: ArgumentParser) -> None:
+    group = parser.add_argument_group("hub location (same as the ARC_* environment variables)")
+    group.add_argument("--home", metavar="DIR", help="data directory, ARC_HOME (default ./.arc)")
+    group.add_argument("--storage", metavar="FILE", help="SQLite file, ARC_STORAGE (default ARC_HOME/arc.sqlite3)")
+    group.add_argument("--database-url", metavar="URL", help="PostgreSQL URL, ARC_DATABASE_URL (default: SQLite)")
+    group.add_argument("--redis-url", metavar="URL", help="Redis channel layer, ARC_REDIS_URL (default: in-memory)")
+    group.add_argument("--spool-dir", metavar="DIR", help="relay spool directory, ARC_SPOOL_DIR (default ./.arc-relay)")
+    group.add_argument("--host", metavar="HOST", help="interface, ARC_HOST (default 127.0.0.1)")
+    group.add_argument("--port", metavar="PORT", help="port, ARC_PORT (default 6969; 0 picks a free one)")
+
+
+def default_url() -> str:
+    url, _ = discovery.running_hub(settings.ARC_HOST, settings.ARC_PORT)
+    return url or discovery.base_url(settings.ARC_HOST, settings.ARC_PORT)

@@ -1,0 +1,1 @@
+"""The WebSocket door, ``/v1/ws`` (docs/websocket.md)."""
