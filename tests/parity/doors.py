@@ -484,8 +484,8 @@ class McpStdio(McpDoor):
 # ── The relay's spool ──────────────────────────────────────────────────────
 
 
-class Relay(Door):
-    """Request files written into the live hub's spool (``ARC_HOME``'s ``.arc-relay``), answered by its relay."""
+class Relay(Rest):
+    """The REST requests, as request files written into the live hub's spool (``ARC_HOME``'s ``.arc-relay``)."""
 
     name = "relay"
 
@@ -517,30 +517,6 @@ class Relay(Door):
         response = json.loads(answer.read_text(encoding="utf-8"))
         status = int(response["status"])
         return of_status(status, response.get("body") or {"error": response.get("error", "")}, created=created)
-
-    def post(self, who: Persona, fields: dict[str, Any]) -> Outcome:
-        return self.call(who, "POST", "/v1/messages", fields, created=True)
-
-    def read(self, who: Persona, room: str) -> Outcome:
-        return self.call(who, "GET", f"/v1/messages?channel={room}&since_id=0")
-
-    def delegate(self, who: Persona, fields: dict[str, Any]) -> Outcome:
-        return self.call(who, "POST", "/v1/tasks", fields, created=True)
-
-    def answer(self, who: Persona, task_id: int, body: str) -> Outcome:
-        return self.call(who, "POST", f"/v1/tasks/{task_id}/result", {"body": body}, created=True)
-
-    def complete(self, who: Persona, task_id: int) -> Outcome:
-        return self.call(who, "POST", f"/v1/tasks/{task_id}/complete", {})
-
-    def start(self, who: Persona, task_id: int) -> Outcome:
-        return self.call(who, "POST", f"/v1/tasks/{task_id}/start", {})
-
-    def claim_task(self, who: Persona, task_id: int) -> Outcome:
-        return self.call(who, "POST", "/v1/claims", {"task_message_id": task_id}, created=True)
-
-    def act_as(self, who: Persona, other: str) -> Outcome:
-        return self.post(who, {"from_agent": other, "body": "as someone else"})
 
     def raw(self, who: Persona, data: bytes) -> Outcome:
         """``data`` as the whole request file (the relay parses it as the hub parses a body)."""
