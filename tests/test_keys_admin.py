@@ -205,8 +205,53 @@ def test_revoking_twice_keeps_the_first_revocation_time(api):
 
 
 def test_revoke_refuses_an_unknown_key_id(api):
-    with pytest.raises(CommandError, match="no key arc_nope"):
+    with pytest.raises(CommandError, match="nothing revoked for arc_nope: no key arc_nope"):
         run("revoke", "arc_nope")
+
+
+def test_revoke_takes_the_whole_key(api):
+    secret = the_key(run("invite", "alice", "--key-only")[0])
+
+    out, err = run("revoke", secret)
+
+    [revoked] = json.loads(out)
+    assert revoked["key_id"] == secret.split("_")[1]
+    assert f"revoked key {revoked['key_id']} of alice" in err
+    assert secret not in out + err
+    assert ApiClient(key=secret).get("/v1/bootstrap")[0] == 401
+
+
+def test_revoke_refuses_a_whole_key_with_the_wrong_secret_and_shows_no_secret(api):
+    secret = the_key(run("invite", "alice", "--key-only")[0])
+    guessed = secret[:-4] + "XXXX"
+
+    with pytest.raises(CommandError, match="not with that secret") as refused:
+        run("revoke", guessed)
+
+    assert guessed not in str(refused.value)
+    assert ApiClient(key=secret).get("/v1/bootstrap")[0] == 200
+
+
+def test_revoke_agent_revokes_every_live_key_of_the_agent_and_lists_them(api):
+    first = the_key(run("invite", "bob", "--key-only")[0])
+    second = the_key(run("invite", "bob", "--key-only", "--rooms", "general")[0])
+    carols = the_key(run("invite", "carol", "--key-only")[0])
+
+    out, err = run("revoke", "--agent", "bob")
+
+    assert sorted(k["key_id"] for k in json.loads(out)) == sorted(s.split("_")[1] for s in (first, second))
+    assert err.count("revoked key ") == 2
+    assert [ApiClient(key=s).get("/v1/bootstrap")[0] for s in (first, second, carols)] == [401, 401, 200]
+
+
+def test_revoke_agent_with_no_live_key_fails_saying_so(api):
+    with pytest.raises(CommandError, match="nobody has no live key"):
+        run("revoke", "--agent", "nobody")
+
+
+def test_revoke_needs_something_to_revoke(api):
+    with pytest.raises(CommandError, match="name a key"):
+        run("revoke")
 
 
 # ── Django admin ──────────────────────────────────────────────────────────

@@ -27,7 +27,14 @@ from coordination.core.services.deliveries import (
     delivery_nack,
     inbox_lease,
 )
-from coordination.core.services.keys import key_authenticate, key_check, key_mint, key_revoke
+from coordination.core.services.keys import (
+    key_authenticate,
+    key_check,
+    key_find,
+    key_mint,
+    key_revoke,
+    keys_revoke_agent,
+)
 from coordination.core.services.leases import (
     DEFAULT_TTL_SEC,
     MIN_TTL_SEC,
@@ -113,8 +120,10 @@ __all__ = [
     "inbox_lease",
     "key_authenticate",
     "key_check",
+    "key_find",
     "key_mint",
     "key_revoke",
+    "keys_revoke_agent",
     "leases_tell_expired",
     "lock_acquire",
     "lock_force_release",

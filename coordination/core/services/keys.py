@@ -76,6 +76,33 @@ def key_revoke(*, key_id: str) -> AgentKey:
         return key
 
 
+def key_find(*, reference: str) -> AgentKey:
+    """The key ``reference`` names: its id (``key_id``, the part after ``arc_``) or the whole key.
+
+    A whole key must be the real one (its hash matches), so a guessed secret finds nothing;
+    ``NotFound`` when nothing matches.
+    """
+    reference = reference.strip()
+    parts = reference.split("_", 2)
+    if len(parts) == 3 and parts[0] == "arc":
+        key = AgentKey.objects.filter(prefix=parts[1]).first()
+        if key is None or not hmac.compare_digest(key.digest, key_digest(reference)):
+            raise NotFound("no key matches the key given (its id is known, but not with that secret)")
+        return key
+    key = AgentKey.objects.filter(prefix=reference.removeprefix("arc_")).first()
+    if key is None:
+        raise NotFound(f"no key {reference}")
+    return key
+
+
+def keys_revoke_agent(*, agent_id: str) -> list[AgentKey]:
+    """Revoke every usable key of ``agent_id``; the keys revoked (none: ``NotFound``)."""
+    prefixes = list(AgentKey.objects.usable().filter(agent_id=agent_id).values_list("prefix", flat=True))
+    if not prefixes:
+        raise NotFound(f"{agent_id} has no live key")
+    return [key_revoke(key_id=prefix) for prefix in sorted(prefixes)]
+
+
 def key_authenticate(*, presented: str) -> AgentKey:
     """The usable key ``presented`` (``arc_<prefix>_<secret>``), or ``Unauthorized``.
 

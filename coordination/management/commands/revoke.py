@@ -12,19 +12,42 @@ from coordination.process.cli import add_location_arguments
 
 class Command(BaseCommand):
     help = (
-        "Revoke agent keys by id (the `key_id` shown by `manage.py keys`). Takes effect at once: the key's next "
-        "request gets 401 and its open streams and sockets close within a second."
+        "Revoke agent keys, named by key id (the `key_id` `manage.py keys` shows, with or without `arc_`), by the "
+        "whole key (`arc_<id>_<secret>`), or with --agent NAME every live key of that agent. Takes effect at once: "
+        "the key's next request gets 401 and its open streams and sockets close within a second. Prints the keys "
+        "revoked as JSON (never a secret) and a line per key on stderr; exits 1, saying what did not match, when "
+        "a key or an agent matches nothing. Revoking a revoked key again changes nothing."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
         add_location_arguments(parser)
-        parser.add_argument("key_ids", nargs="+", metavar="KEY_ID", help="key ids (the part after arc_ in the key)")
+        parser.add_argument("keys", nargs="*", metavar="KEY", help="a key id (a1b2c3d4e5f6), or a whole key")
+        parser.add_argument("--agent", action="append", default=[], metavar="NAME", help="every live key of NAME")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        revoked = []
-        for key_id in options["key_ids"]:
+        if not options["keys"] and not options["agent"]:
+            raise CommandError("name a key (its id or the whole key) or an agent (--agent NAME)")
+        revoked: list[dict[str, Any]] = []
+        missing: list[str] = []
+        for reference in options["keys"]:
             try:
-                revoked.append(services.key_revoke(key_id=key_id).as_wire())
+                key = services.key_find(reference=reference)
+                revoked.append(services.key_revoke(key_id=key.prefix).as_wire())
             except ArcError as exc:
-                raise CommandError(exc.message) from None
+                missing.append(f"{_shown(reference)}: {exc.message}")
+        for agent in options["agent"]:
+            try:
+                revoked += [key.as_wire() for key in services.keys_revoke_agent(agent_id=agent)]
+            except ArcError as exc:
+                missing.append(exc.message)
+        for key in revoked:
+            self.stderr.write(f"revoked key {key['key_id']} of {key['agent_id']} ({key['label'] or 'no label'})")
         self.stdout.write(json.dumps(revoked, indent=2))
+        if missing:
+            raise CommandError("nothing revoked for " + "; ".join(missing))
+
+
+def _shown(reference: str) -> str:
+    """A key as it may be printed: its id only, never its secret."""
+    parts = reference.strip().split("_", 2)
+    return f"arc_{parts[1]}_…" if len(parts) == 3 and parts[0] == "arc" else reference
