@@ -285,6 +285,9 @@ class RelayServer:
             log.exception("relay: could not write the response to %s/%s", ticket.agent_dir, ticket.request_id)
 
     async def _answer(self, ticket: Ticket) -> dict[str, Any]:
+        if ticket.refusal is not None:
+            log.warning("relay: refused request %s/%s: %s", ticket.agent_dir, ticket.request_id, ticket.refusal)
+            return error_envelope(ticket.request_id, 400, f"invalid relay request: {ticket.refusal}")
         try:
             raw = self.spool.read(ticket, self.max_request_bytes)
         except OverflowError as exc:

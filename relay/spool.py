@@ -47,6 +47,11 @@ def is_safe_name(name: str) -> bool:
     return bool(SAFE_NAME.fullmatch(name)) and name not in (".", "..")
 
 
+def is_one_name(name: str) -> bool:
+    """A single, real directory entry name: nothing that names the spool itself or reaches outside it."""
+    return bool(name) and name not in (".", "..") and "/" not in name and "\x00" not in name
+
+
 def iso_now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -69,11 +74,16 @@ def error_envelope(request_id: str, status: int, error: str) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class Ticket:
-    """One request taken from the spool: its agent directory, its id (file stem) and where it now lies."""
+    """One request taken from the spool: its agent directory, its id (file stem) and where it now lies.
+
+    ``refusal`` says why the relay will not serve it (an agent directory no Arc client makes):
+    it is answered with that error instead, never left waiting unanswered.
+    """
 
     agent_dir: str
     request_id: str
     work_name: str
+    refusal: str | None = None
 
 
 class Spool:
@@ -110,7 +120,7 @@ class Spool:
             agents = sorted(
                 (entry.name, entry.stat(follow_symlinks=False).st_mtime_ns)
                 for entry in os.scandir(self.requests)
-                if entry.is_dir(follow_symlinks=False) and is_safe_name(entry.name)
+                if entry.is_dir(follow_symlinks=False) and is_one_name(entry.name)
             )
         except FileNotFoundError:
             return
@@ -118,24 +128,33 @@ class Spool:
             if not full and self._seen.get(agent) == mtime:
                 continue  # nothing was added or renamed there since we last listed it
             self._seen[agent] = mtime
-            with self._agent_dir(self.requests, agent, create=False) as fd:
+            refusal = None
+            if not is_safe_name(agent):
+                refusal = (
+                    f"the agent directory {agent!r} is not a name Arc's clients make of an agent id "
+                    "([A-Za-z0-9._-]); write requests under requests/<sanitised agent id>/"
+                )
+            with self._agent_dir(self.requests, agent, create=False, strict=refusal is None) as fd:
                 if fd is None:
                     continue
                 names = sorted(
-                    entry.name
+                    (entry.name, entry.is_symlink())
                     for entry in os.scandir(fd)
                     if entry.name.endswith(".json")
                     and not entry.name.startswith(".")
-                    and entry.is_file(follow_symlinks=False)
+                    and (entry.is_symlink() or entry.is_file(follow_symlinks=False))
                 )
-                for name in names:
+                for name, linked in names:
                     request_id = name[: -len(".json")]
                     work_name = request_id + ".work"
                     try:
-                        os.rename(name, work_name, src_dir_fd=fd, dst_dir_fd=fd)
+                        os.rename(name, work_name, src_dir_fd=fd, dst_dir_fd=fd)  # renames a link, never its target
                     except OSError:
                         continue  # taken by another relay, or vanished
-                    yield Ticket(agent, request_id, work_name)
+                    why = refusal or (
+                        "the request file is a symbolic link; the relay never follows one" if linked else None
+                    )
+                    yield Ticket(agent, request_id, work_name, why)
 
     def read(self, ticket: Ticket, limit: int) -> bytes:
         """The request file's bytes; ``ValueError`` past ``limit`` bytes (checked before reading)."""
@@ -161,7 +180,7 @@ class Spool:
     def respond(self, ticket: Ticket, payload: dict[str, Any]) -> None:
         """Write ``responses/<agent>/<request_id>.json`` atomically, never through a symlink."""
         data = json.dumps(payload, ensure_ascii=False, indent=2).encode("utf-8")
-        with self._agent_dir(self.responses, ticket.agent_dir, create=True) as dir_fd:
+        with self._agent_dir(self.responses, ticket.agent_dir, create=True, strict=ticket.refusal is None) as dir_fd:
             if dir_fd is None:
                 raise OSError(f"responses/{ticket.agent_dir} is not a directory the relay may write to")
             tmp = f".{ticket.request_id}.json.{uuid.uuid4().hex}.tmp"
@@ -176,9 +195,13 @@ class Spool:
             os.replace(tmp, f"{ticket.request_id}.json", src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
 
     @contextlib.contextmanager
-    def _agent_dir(self, parent: Path, name: str, *, create: bool) -> Iterator[int | None]:
-        """An open descriptor of ``parent/name`` if it is a real directory (not a symlink), else ``None``."""
-        if not is_safe_name(name):
+    def _agent_dir(self, parent: Path, name: str, *, create: bool, strict: bool = True) -> Iterator[int | None]:
+        """An open descriptor of ``parent/name`` if it is a real directory (not a symlink), else ``None``.
+
+        ``strict``: only names in Arc's sanitised form; otherwise any single entry name (to answer
+        a request the relay refuses where its agent reads).
+        """
+        if not (is_safe_name(name) if strict else is_one_name(name)):
             yield None
             return
         try:

@@ -45,7 +45,7 @@ def envelope(path: str = "/v1/hub-info", method: str = "GET", **extra: Any) -> d
     return {"request_id": "r", "agent_id": "bob", "method": method, "path": path, "body": None, **extra}
 
 
-async def response_of(spool: Path, agent_dir: str, request_id: str, timeout: float = 5.0) -> dict[str, Any]:
+async def response_of(spool: Path, agent_dir: str, request_id: str, timeout: float = 30.0) -> dict[str, Any]:
     path = spool / "responses" / agent_dir / f"{request_id}.json"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -210,7 +210,7 @@ async def test_symlinked_agent_directories_are_not_followed(tmp_path: Path) -> N
     assert [p.suffix for p in (tmp_path / "elsewhere" / "requests" / "x").iterdir()] == [".json"]  # not taken
 
 
-async def test_a_symlinked_request_file_is_skipped(tmp_path: Path) -> None:
+async def test_a_symlinked_request_file_is_refused_unread_and_answered(tmp_path: Path) -> None:
     secret = tmp_path / "secret.json"
     secret.write_text(json.dumps(envelope()))
     folder = tmp_path / "spool" / "requests" / "mallory"
@@ -218,10 +218,13 @@ async def test_a_symlinked_request_file_is_skipped(tmp_path: Path) -> None:
     (folder / "steal.json").symlink_to(secret)
     forward = Recorder()
     async with relay(tmp_path / "spool", forward):
-        await asyncio.sleep(0.2)
+        answer = await response_of(tmp_path / "spool", "mallory", "steal")
 
     assert forward.seen == []
-    assert secret.read_text() == json.dumps(envelope())
+    assert (answer["status"], answer["ok"]) == (400, False)
+    assert "symbolic link" in answer["error"]
+    assert secret.read_text() == json.dumps(envelope())  # the target is neither read nor moved
+    assert (folder / "steal.work").is_symlink()
 
 
 async def test_a_symlinked_response_directory_is_never_written_through(tmp_path: Path) -> None:
@@ -236,16 +239,22 @@ async def test_a_symlinked_response_directory_is_never_written_through(tmp_path:
     assert list(outside.iterdir()) == []
 
 
-async def test_unsanitised_directory_names_are_not_served(tmp_path: Path) -> None:
+async def test_unsanitised_directory_names_are_answered_with_an_error_never_served(tmp_path: Path, caplog) -> None:
     forward = Recorder()
     async with relay(tmp_path, forward):
-        write_request(tmp_path, "two words", envelope())
-        write_request(tmp_path, "ünïcode", envelope())
+        names = ["two words", "ünïcode", "back\\slash"]
+        refused = {name: write_request(tmp_path, name, envelope()) for name in names}
         ok = write_request(tmp_path, safe_agent_dir("two words"), envelope())
+        answers = {name: await response_of(tmp_path, name, rid) for name, rid in refused.items()}
         await response_of(tmp_path, "two_words", ok)
-        await asyncio.sleep(0.1)
 
-    assert len(forward.seen) == 1
+    assert len(forward.seen) == 1  # only the sanitised one reached the hub
+    for name, answer in answers.items():
+        # Answered where that agent reads, taken (renamed to .work), and the reason logged.
+        assert (answer["ok"], answer["status"]) == (False, 400), name
+        assert "is not a name Arc's clients make" in answer["error"], name
+        assert [p.suffix for p in (tmp_path / "requests" / name).iterdir()] == [".work"], name
+        assert f"refused request {name}/{refused[name]}" in caplog.text, name
 
 
 def test_agent_directory_names_are_sanitised_as_arc_does() -> None:
