@@ -23,6 +23,7 @@ from django.test import override_settings
 
 from arcsite.middleware import BodyLimit
 from coordination.core import hub
+from coordination.core.models import Message
 
 # Every POST endpoint, with a body that would be accepted and the fields it requires.
 POST_ENDPOINTS: dict[str, tuple[dict[str, Any], list[str]]] = {
@@ -248,6 +249,77 @@ def test_huge_or_odd_numbers_in_queries_are_not_a_crash(api, path, params, field
     else:
         assert_error_envelope(status, env)
         assert field in env["error"]
+
+
+# Each of these was a 500 or a crash before (Python's int-string limit, floats past 64 bits, NaN,
+# text PostgreSQL cannot store): each is now the ordinary 400, and the hub goes on.
+BAD_JSON = [
+    pytest.param(
+        b'{"from_agent": "bob", "body": "x", "reply_to": ' + b"9" * 5001 + b"}", "out of range", id="5001-digits"
+    ),
+    pytest.param(
+        b'{"from_agent": "bob", "body": "x", "metadata": {"n": ' + b"1" * 4301 + b"}}", "out of range", id="deep-digits"
+    ),
+    pytest.param(b'{"from_agent": "bob", "body": "x", "metadata": {"f": 1e400}}', "out of range", id="1e400"),
+    pytest.param(b'{"from_agent": "bob", "body": "x", "metadata": {"f": NaN}}', "out of range", id="NaN"),
+    pytest.param(b'{"from_agent": "bob", "body": "x", "metadata": {"f": -Infinity}}', "out of range", id="infinity"),
+    pytest.param(b'{"from_agent": "bob", "body": "\\ud800"}', "lone surrogate", id="lone-surrogate"),
+    pytest.param(
+        b'{"from_agent": "bob", "body": "x", "metadata": {"\\udfff": 1}}', "lone surrogate", id="surrogate-key"
+    ),
+]
+
+
+@pytest.mark.parametrize(("raw", "error"), BAD_JSON)
+@pytest.mark.parametrize("path", ["/v1/messages", "/v1/claims", "/v1/sessions", "/v1/tasks"])
+def test_numbers_and_text_no_database_can_hold_are_a_400(api, path, raw, error):
+    before = Message.objects.count()
+
+    status, env = api.post(path, raw=raw)
+
+    assert_error_envelope(status, env)
+    assert error in env["error"]
+    assert Message.objects.count() == before
+    assert api.get("/v1/hub-info")[0] == 200  # and the hub goes on
+
+
+def test_a_number_of_thousands_of_digits_in_a_query_is_a_400(api):
+    status, env = api.get("/v1/messages", channel="general", since_id="9" * 5001)
+
+    assert_error_envelope(status, env)
+    assert "since_id" in env["error"]
+
+
+@pytest.mark.parametrize(
+    ("path", "payload", "field"),
+    [
+        ("/v1/sessions", {"agent_id": "team/bob"}, "agent_id"),
+        ("/v1/messages", {"from_agent": "team/bob", "body": "x"}, "from_agent"),
+        ("/v1/messages", {"from_agent": "alice", "to_agent": "team/bob", "body": "x"}, "to_agent"),
+        ("/v1/claims", {"owner_agent_id": "team/bob", "claim_key": "k"}, "owner_agent_id"),
+        ("/v1/locks", {"agent_id": "team/bob", "file_path": "f"}, "agent_id"),
+    ],
+)
+def test_an_agent_id_with_a_slash_is_refused_where_an_agent_comes_to_exist(api, path, payload, field):
+    # /v1/inbox/{agent_id} could never address it: %2F is decoded before routing.
+    status, env = api.post(path, payload)
+
+    assert_error_envelope(status, env)
+    assert env["error"].startswith(f"{field} must not contain '/'")
+
+
+def test_a_thread_and_a_room_with_a_slash_in_their_names_are_addressable(api, admin_api):
+    assert api.post("/v1/channels", {"name": "team/ops"})[0] == 201
+    assert (
+        api.post("/v1/messages", {"from_agent": "bob", "channel": "team/ops", "thread_id": "a/b", "body": "x"})[0]
+        == 201
+    )
+
+    status, env = api.get("/v1/threads/a%2Fb")
+    assert (status, env["result"]["thread"]["thread_id"]) == (200, "a/b")
+    status, env = admin_api.post("/v1/channels/team%2Fops/close")
+    assert (status, env["result"]["name"], env["changed"]) == (200, "team/ops", True)
+    assert admin_api.post("/v1/channels/team/ops/reopen")[1]["result"]["closed"] is False
 
 
 # ── Content types ───────────────────────────────────────────────────────────

@@ -109,6 +109,19 @@ def require_id(value: Any, name: str) -> int:
     return value
 
 
+def agent_name(value: Any, name: str = "agent_id") -> str:
+    """``value`` as an agent id: required text without ``/``.
+
+    An agent id is a path segment of ``/v1/inbox/{agent_id}`` and ``/v1/inbox/{agent_id}/lease``,
+    where a ``/`` (even sent as ``%2F``) would address another endpoint; so it is refused
+    wherever an agent comes to exist (a session, a key, a post), never half accepted.
+    """
+    text = required_text(value, name)
+    if "/" in text:
+        raise Invalid(f"{name} must not contain '/' (agent ids are path segments, as in /v1/inbox/{{agent_id}})")
+    return text
+
+
 def required_text(value: Any, name: str) -> str:
     """``value`` as stripped text; ``Invalid`` when it is absent or blank."""
     text = (value or "").strip() if isinstance(value, str) or value is None else str(value).strip()

@@ -14,7 +14,7 @@ from django.utils import timezone
 from coordination.core import events
 from coordination.core.errors import Invalid, NotFound, Unauthorized
 from coordination.core.models import AgentKey, Room
-from coordination.core.parsing import fits, required_text
+from coordination.core.parsing import agent_name, fits, required_text
 
 KEY_TOUCH_EVERY_SEC = 60  # last_used_at is kept to the minute, not written on every request
 
@@ -52,7 +52,7 @@ def key_mint(
 def key_check(*, agent_id: str, rooms: Iterable[str] = (), expires: str = "never") -> tuple[str, list[str], int | None]:
     """What ``key_mint`` would mint with: the agent id, the room names and the lifetime in seconds
     (``None``: never expires); ``Invalid`` when one of them is not acceptable."""
-    agent_id = required_text(agent_id, "agent_id")
+    agent_id = agent_name(agent_id, "agent_id")
     fits(AgentKey, agent_id=agent_id)
     if expires not in AgentKey.EXPIRY_CHOICES:
         raise Invalid(f"expires must be one of {', '.join(AgentKey.EXPIRY_CHOICES)}")

@@ -11,7 +11,7 @@ from django.utils import timezone
 from coordination.core import events
 from coordination.core.errors import Invalid, NotFound
 from coordination.core.models import Claim, Lock, Message
-from coordination.core.parsing import required_text
+from coordination.core.parsing import agent_name, required_text
 from coordination.core.services import messages, rooms, sessions, tasks
 
 MIN_TTL_SEC = 5  # the shortest lease (claims, locks, delivery leases)
@@ -28,7 +28,7 @@ def claim_acquire(
     metadata: dict[str, Any] | None = None,
 ) -> tuple[Claim, bool]:
     """Acquire, refresh (same owner) or be denied a claim. Returns ``(claim, acquired)``."""
-    owner_agent_id = required_text(owner_agent_id, "owner_agent_id")
+    owner_agent_id = agent_name(owner_agent_id, "owner_agent_id")
     if not claim_key:
         if task_message_id is None:
             raise Invalid("claim_key or task_message_id is required")
@@ -62,7 +62,7 @@ def lock_acquire(
     *, agent_id: str, file_path: str, ttl_sec: int = DEFAULT_TTL_SEC, metadata: dict[str, Any] | None = None
 ) -> tuple[Lock, bool]:
     """Acquire, refresh (same holder) or be denied a file lock. Returns ``(lock, acquired)``."""
-    agent_id = required_text(agent_id, "agent_id")
+    agent_id = agent_name(agent_id, "agent_id")
     file_path = required_text(file_path, "file_path")
     lock, acquired = _lease_acquire(Lock, file_path, agent_id, ttl_sec, {"metadata": dict(metadata or {})})
     sessions.session_touch(agent_id=agent_id)

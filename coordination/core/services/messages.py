@@ -14,7 +14,7 @@ from django.utils import timezone
 from coordination.core import db, events, selectors
 from coordination.core.errors import Conflict, Forbidden, Invalid, NotFound
 from coordination.core.models import Message, Task
-from coordination.core.parsing import as_int, fits, required_text
+from coordination.core.parsing import agent_name, as_int, fits, required_text
 from coordination.core.services import deliveries, rooms, sessions, tasks
 
 SYSTEM_AGENT = "system"  # the hub's own notices come from this agent id
@@ -82,8 +82,8 @@ def check_message_post(
     unless ``any_agent`` (a client that may act as any agent: loopback-open without a key,
     which the task endpoints check no further either) or ``admin`` (may answer any task).
     """
-    from_agent = required_text(from_agent, "from_agent")
-    to_agent = (to_agent.strip() or None) if to_agent is not None else None
+    from_agent = agent_name(from_agent, "from_agent")
+    to_agent = agent_name(to_agent, "to_agent") if to_agent is not None and to_agent.strip() else None
     if max_attempts is not None and not 1 <= max_attempts <= deliveries.MAX_DELIVERY_ATTEMPTS:
         raise Invalid(f"max_attempts must be between 1 and {deliveries.MAX_DELIVERY_ATTEMPTS}")
     kind = (kind or "chat").strip().lower()

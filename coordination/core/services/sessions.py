@@ -16,7 +16,7 @@ from django.utils import timezone
 from coordination.core import db, events, selectors
 from coordination.core.errors import Conflict, Forbidden, NotFound
 from coordination.core.models import Session
-from coordination.core.parsing import required_text
+from coordination.core.parsing import agent_name
 from coordination.core.services import leases
 
 log = logging.getLogger("arc.services")
@@ -35,7 +35,7 @@ def session_create(
     An active, fresh session makes this a ``Conflict`` unless ``replace``; a stale
     one (older than the presence TTL) is replaced either way, as in Arc.
     """
-    agent_id = required_text(agent_id, "agent_id")
+    agent_id = agent_name(agent_id, "agent_id")
     ttl = timedelta(seconds=settings.ARC_PRESENCE_TTL_SEC)
     now = timezone.now()
     with transaction.atomic():
