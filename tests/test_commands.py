@@ -238,6 +238,22 @@ def test_ensure_starts_a_hub_once_and_stop_stops_it(home: Home) -> None:
     assert not answers(home.url)
 
 
+def test_a_hub_requiring_keys_is_found_not_mistaken_for_no_hub(home: Home) -> None:
+    # Its unkeyed probe answers 401: a hub is there, and ensure, post and stop find it.
+    home.env["ARC_AUTH"] = "required"
+    code, started = home.json("ensure", "--timeout", "60")
+    assert (code, started["started"]) == (0, True)
+
+    code, again = home.json("ensure")
+    assert (code, again["running"], again["started"], again["url"]) == (0, True, False, home.url)
+    refused = home.manage("post", "--agent", "alice", "hello")
+    assert refused.returncode == 1
+    assert "this hub requires an agent key" in refused.stderr  # it reached the hub, which asked for a key
+
+    code, stopped = home.json("stop")
+    assert (code, stopped["stopped"], stopped["pid"]) == (0, True, started["pid"])
+
+
 def test_stop_without_a_running_hub_fails_cleanly(home: Home) -> None:
     result = home.manage("stop")
     assert result.returncode == 1

@@ -91,9 +91,15 @@ def pidfile_discover() -> dict[str, Any] | None:
 
 
 def probe(url: str, timeout: float = 2.0) -> bool:
+    """Does an Arc hub answer at ``url``? Any answer stamped ``X-Arc-Instance`` says so, a 401 or 403
+    included (a hub under ``ARC_AUTH=required`` refuses an unkeyed probe, but it is there)."""
     try:
         with urllib.request.urlopen(urllib.request.Request(f"{url}/v1/channels", method="GET"), timeout=timeout):
             return True
+    except urllib.error.HTTPError as exc:
+        with contextlib.suppress(Exception):
+            exc.close()
+        return exc.headers.get("X-Arc-Instance") is not None
     except (urllib.error.URLError, OSError, ValueError):
         return False
 
