@@ -25,7 +25,7 @@ import json
 import logging
 import sys
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import parse_qs, urlsplit
 
 from asgiref.sync import sync_to_async
@@ -71,35 +71,35 @@ class McpEndpoint:
     """ASGI app for ``/mcp``: resolve the caller, then hand the request to the SDK's transport."""
 
     def __init__(self) -> None:
-        self._app: Any = None
+        self._apps: dict[str, Any] = {}  # tool set → the SDK's app serving it
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop: asyncio.Event | None = None
         self._lock: asyncio.Lock | None = None
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         send = _stamped(send)
         try:
             caller = await _caller(scope)
+            tools = _tool_set(scope)
             receive = await _checked_body(scope, receive)
         except ArcError as exc:
             await _refuse(send, getattr(exc, "status", 400), exc.message)
             return
-        app = await self._running()
+        app = await self._running(tools)
         await app({**scope, SCOPE_KEY: caller}, receive, send)
 
-    async def _running(self) -> Any:
+    async def _running(self, tools: Literal["core", "all"]) -> Any:
         loop = asyncio.get_running_loop()
-        if self._app is not None and self._loop is loop:
-            return self._app
+        if tools in self._apps and self._loop is loop:
+            return self._apps[tools]
         if self._lock is None or self._loop is not loop:
-            self._lock, self._loop, self._app = asyncio.Lock(), loop, None
+            self._lock, self._loop, self._apps = asyncio.Lock(), loop, {}
         async with self._lock:
-            if self._app is None:
-                self._app = await self._start(loop)
-        return self._app
+            if tools not in self._apps:
+                self._apps[tools] = await self._start(loop, tools)
+        return self._apps[tools]
 
-    async def _start(self, loop: asyncio.AbstractEventLoop) -> Any:
-        server: MCPServer = build_server(backend_for, tools="all")
+    async def _start(self, loop: asyncio.AbstractEventLoop, tools: Literal["core", "all"]) -> Any:
+        server: MCPServer = build_server(backend_for, tools=tools)
         app = server.streamable_http_app(
             streamable_http_path=PATH,
             stateless_http=True,
@@ -115,7 +115,6 @@ class McpEndpoint:
         task = loop.create_task(run())
         task.add_done_callback(_log_failure)
         await started.wait()
-        self._stop = stop
         _on_reactor_shutdown(lambda: loop.call_soon_threadsafe(stop.set))
         return app
 
@@ -184,6 +183,14 @@ def _replay(first: list[dict[str, Any]], receive: Any) -> Any:
         return first.pop(0) if first else await receive()
 
     return replay
+
+
+def _tool_set(scope: Scope) -> Literal["core", "all"]:
+    """``?tools=core`` lists the small core set (as ``manage.py mcp --tools core``); ``all`` is the default."""
+    chosen = (parse_qs(scope.get("query_string", b"").decode("latin-1")).get("tools") or ["all"])[-1]
+    if chosen not in ("core", "all"):
+        raise Invalid(f"tools must be core or all, not {chosen[:40]}")
+    return "core" if chosen == "core" else "all"
 
 
 def _check_host(headers: dict[str, str]) -> None:

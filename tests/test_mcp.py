@@ -12,6 +12,7 @@ to the names so tests sharing the module's hub never see each other's messages.
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import subprocess
 import sys
@@ -82,6 +83,32 @@ def transport(request: pytest.FixtureRequest) -> str:
 @pytest.fixture
 def tag() -> str:
     return uuid.uuid4().hex[:6]
+
+
+def raw_post(url: str) -> tuple[int, Any]:
+    """One JSON-RPC initialize posted by hand: the HTTP status and the JSON answered."""
+    import urllib.error
+    import urllib.request
+
+    data = json.dumps(
+        {
+            "jsonrpc": "2.0",
+            "id": 1,
+            "method": "initialize",
+            "params": {
+                "protocolVersion": "2025-06-18",
+                "capabilities": {},
+                "clientInfo": {"name": "t", "version": "0"},
+            },
+        }
+    ).encode()
+    headers = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream"}
+    request = urllib.request.Request(url, data=data, method="POST", headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
 
 
 def stdio_params(hub: Hub, agent: str, *args: str, key: str | None = None) -> StdioServerParameters:
@@ -321,6 +348,18 @@ async def test_tools_core_exposes_the_small_set(hub: Hub, tag: str) -> None:
         names = [t.name for t in (await alice.list_tools()).tools]
     assert sorted(names) == sorted(CORE_TOOLS)
     assert len(names) == 8
+
+
+async def test_tools_core_over_http_lists_the_small_set_and_all_stays_the_default(hub: Hub, tag: str) -> None:
+    lists = {}
+    for query in ("&tools=core", "", "&tools=all"):
+        url = f"{hub.url}/mcp?agent=alice-{tag}{query}"
+        async with httpx2.AsyncClient(timeout=30.0) as http, Client(streamable_http_client(url, http_client=http)) as c:
+            lists[query] = sorted(t.name for t in (await c.list_tools()).tools)
+    assert lists["&tools=core"] == sorted(CORE_TOOLS)
+    assert lists[""] == lists["&tools=all"] == sorted(ALL_TOOLS)
+    status, body = raw_post(f"{hub.url}/mcp?agent=alice-{tag}&tools=some")
+    assert (status, body) == (400, {"ok": False, "error": "tools must be core or all, not some"})
 
 
 async def test_the_stdio_cursor_survives_a_restart(hub: Hub, tag: str) -> None:
