@@ -37,9 +37,17 @@ def apply_location_flags(argv: list[str]) -> None:
                 os.environ[LOCATION_FLAGS[name]] = value
 
 
+# Commands that talk to a running hub and keep no hub state of their own: they must not create its
+# data directory, secret key or database wherever they happen to run (`mcp --local` is the hub's own).
+CLIENT_COMMANDS = {"post", "poll", "whoami", "bench", "smoke", "relay", "mcp"}
+
+
 def main() -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "arcsite.settings")
     apply_location_flags(sys.argv[2:])
+    command = sys.argv[1] if len(sys.argv) > 1 else ""
+    if command in CLIENT_COMMANDS and "--local" not in sys.argv[2:]:
+        os.environ.setdefault("ARC_CLIENT_ONLY", "1")
     from django.core.management import execute_from_command_line
 
     execute_from_command_line(sys.argv)

@@ -4,7 +4,8 @@ Every ``ARC_*`` variable is read and validated here, once, at start. A bad value
 raises ``ImproperlyConfigured`` with a message that names the variable, so a
 typo fails loudly instead of silently falling back to a default.
 
-Defaults run after a fresh checkout: SQLite (WAL) in ``ARC_HOME`` (``./.arc``),
+Defaults run after a fresh checkout: SQLite (WAL) in ``ARC_HOME`` (a per-user data directory,
+``$XDG_DATA_HOME/arc-hub`` or ``~/.local/share/arc-hub``, whatever directory a command runs in),
 the in-memory channel layer, loopback only. ``ARC_DATABASE_URL`` switches to
 PostgreSQL and ``ARC_REDIS_URL`` to the Redis channel layer.
 """
@@ -65,7 +66,16 @@ def envchoice(name: str, default: str, choices: tuple[str, ...]) -> str:
 
 
 # ── Hub configuration (docs/configuration.md) ────────────────────────────────────
-ARC_HOME = Path(envstr("ARC_HOME", str(Path.cwd() / ".arc"))).expanduser().absolute()
+def _default_home() -> Path:
+    """The per-user data directory: the hub's home must not depend on where a client happens to run."""
+    base = envstr("XDG_DATA_HOME", "") or str(Path.home() / ".local" / "share")
+    return Path(base) / "arc-hub"
+
+
+ARC_HOME = Path(envstr("ARC_HOME", str(_default_home()))).expanduser().absolute()
+# Commands that are clients of a running hub (`mcp` over HTTP, `post`, `poll`, `whoami`, ...) create
+# no hub state: no data directory, no secret key, no database (manage.py says which these are).
+ARC_CLIENT_ONLY = envbool("ARC_CLIENT_ONLY", False)
 # The SQLite file (Arc's --storage); ignored when ARC_DATABASE_URL names PostgreSQL.
 ARC_STORAGE = Path(envstr("ARC_STORAGE", str(ARC_HOME / "arc.sqlite3"))).expanduser().absolute()
 ARC_DATABASE_URL = envstr("ARC_DATABASE_URL", "")
@@ -121,8 +131,29 @@ ARC_SPOOL_DIR = Path(envstr("ARC_SPOOL_DIR", str(Path.cwd() / ".arc-relay"))).ex
 ARC_MAX_REQUEST_BYTES = ARC_MAX_BODY_CHARS + ARC_MAX_ATTACHMENT_CHARS * ARC_MAX_ATTACHMENTS + 65_536
 
 
+def home_ensure(home: Path) -> None:
+    """Create the data directory (mode 0700), with a ``.gitignore`` that ignores all of it.
+
+    ``ARC_HOME`` may well be set inside someone's repository: nothing the hub keeps there
+    (its secret key, its database) may end up in a commit.
+    """
+    try:
+        home.mkdir(parents=True, exist_ok=True, mode=0o700)
+        ignore = home / ".gitignore"
+        if not ignore.exists():
+            ignore.write_text(
+                "# The Arc hub's data: a secret key and a database. Never commit it.\n*\n", encoding="utf-8"
+            )
+    except OSError as exc:
+        raise ImproperlyConfigured(f"ARC_HOME {home} cannot be created: {exc}") from exc
+
+
 def _secret_key(home: Path) -> str:
-    """Read the hub's SECRET_KEY from ARC_HOME, creating it (mode 0600) on first run."""
+    """Read the hub's SECRET_KEY from ARC_HOME, creating it (mode 0600) on first run.
+
+    A client-only command never creates it: it uses the hub's if one exists, else a key of its
+    own that lives only in its process (it signs nothing anyone keeps).
+    """
     explicit = os.environ.get("DJANGO_SECRET_KEY")
     if explicit:
         return explicit
@@ -131,10 +162,12 @@ def _secret_key(home: Path) -> str:
         return path.read_text(encoding="utf-8").strip()
     except FileNotFoundError:
         pass
-    try:
-        home.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ImproperlyConfigured(f"ARC_HOME {home} cannot be created: {exc}") from exc
+    except OSError:
+        if not ARC_CLIENT_ONLY:
+            raise
+    if ARC_CLIENT_ONLY:
+        return secrets.token_urlsafe(50)
+    home_ensure(home)
     key = secrets.token_urlsafe(50)
     # O_EXCL: if two processes race on first start, one writes and both read the same key.
     try:
@@ -256,10 +289,13 @@ def _database() -> dict[str, Any]:
         return config
     if ARC_STORAGE.is_dir():
         raise ImproperlyConfigured(f"ARC_STORAGE must be a file, not a directory: {ARC_STORAGE}")
-    try:
-        ARC_STORAGE.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ImproperlyConfigured(f"cannot create the storage directory {ARC_STORAGE.parent}: {exc}") from exc
+    if not ARC_CLIENT_ONLY:
+        if ARC_STORAGE.parent == ARC_HOME:
+            home_ensure(ARC_HOME)
+        try:
+            ARC_STORAGE.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ImproperlyConfigured(f"cannot create the storage directory {ARC_STORAGE.parent}: {exc}") from exc
     return {
         "ENGINE": "django.db.backends.sqlite3",
         "NAME": str(ARC_STORAGE),
@@ -274,8 +310,9 @@ def _database() -> dict[str, Any]:
                 "PRAGMA journal_mode=WAL;PRAGMA synchronous=NORMAL;PRAGMA busy_timeout=20000;PRAGMA foreign_keys=ON"
             ),
         },
-        # A file, not :memory:, so tests with real concurrent connections share one database.
-        "TEST": {"NAME": os.environ.get("ARC_TEST_DATABASE_NAME") or str(ARC_STORAGE.with_name("test_arc.sqlite3"))},
+        # A file, not :memory:, so tests with real concurrent connections share one database; in
+        # this checkout (ignored by git), so that two checkouts' suites never share one.
+        "TEST": {"NAME": os.environ.get("ARC_TEST_DATABASE_NAME") or str(BASE_DIR / ".cache" / "test_arc.sqlite3")},
         # Keep the connection: opening one (and running the PRAGMAs) per request costs more
         # than the request. Sync views share one thread under ASGI, so this is one connection.
         "CONN_MAX_AGE": None,

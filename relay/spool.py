@@ -103,6 +103,12 @@ class Spool:
             path.mkdir(parents=True, exist_ok=True)
             if path.is_symlink():
                 raise OSError(f"{path} is a symlink; the relay does not follow symlinks in its spool")
+        # Request files may carry agent keys, and the spool often sits in a project (Arc's default
+        # is ./.arc-relay): keep it out of any commit.
+        ignore = self.root / ".gitignore"
+        if not ignore.exists() and not ignore.is_symlink():
+            with contextlib.suppress(OSError):
+                ignore.write_text("# The relay's spool: requests may carry agent keys. Never commit it.\n*\n")
 
     # ── taking requests ─────────────────────────────────────────────────────
 

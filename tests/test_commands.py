@@ -336,3 +336,74 @@ def test_discovery_finds_the_default_home_pidfile_from_a_subdirectory(tmp_path, 
     assert found is not None
     assert found["url"] == "http://127.0.0.1:7001"
     assert found["path"] == str(project / ".arc" / ".arc.pid")
+
+
+# ── Where commands keep state ──────────────────────────────────────────────
+
+
+def _clean_env(home: Path) -> dict[str, str]:
+    """No ARC_* variable and a HOME of the test's own: what a user's shell in a project looks like."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ARC_", "XDG_"))}
+    env["HOME"] = str(home)
+    env["DJANGO_SETTINGS_MODULE"] = "arcsite.settings"
+    return env
+
+
+def _files(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("post", "--agent", "alice", "--url", "http://127.0.0.1:9", "hello"),
+        ("poll", "--agent", "alice", "--url", "http://127.0.0.1:9"),
+        ("whoami", "--agent", "alice", "--url", "http://127.0.0.1:9"),
+        ("mcp", "--agent", "alice", "--url", "http://127.0.0.1:9"),
+    ],
+    ids=lambda c: c[0],
+)
+def test_a_client_command_creates_no_hub_state_where_it_runs(tmp_path: Path, command: tuple[str, ...]) -> None:
+    # MCP clients and hooks start these inside a user's project: no secret or database may appear there.
+    project, home = tmp_path / "project", tmp_path / "home"
+    project.mkdir()
+    home.mkdir()
+
+    result = manage(*command, env=_clean_env(home), cwd=project)
+
+    assert result.returncode == 1, result.stderr  # the hub is not there: a clean failure
+    assert "Traceback" not in result.stderr
+    assert _files(project) == []
+    assert not [f for f in _files(home) if "arc-hub" in f and "state" not in f], _files(home)
+
+
+def test_the_default_home_is_the_users_data_directory_not_the_working_directory(tmp_path: Path) -> None:
+    project, home = tmp_path / "project", tmp_path / "home"
+    project.mkdir()
+    home.mkdir()
+
+    result = manage("keys", env=_clean_env(home), cwd=project)  # a hub-side command: it opens the database
+
+    assert result.returncode == 0, result.stderr
+    assert _files(project) == []
+    data = home / ".local" / "share" / "arc-hub"
+    assert (data / "secret_key").stat().st_mode & 0o777 == 0o600
+    assert (data / "arc.sqlite3").exists()
+
+
+def test_a_home_inside_a_repository_ignores_itself(tmp_path: Path) -> None:
+    project, home = tmp_path / "project", tmp_path / "home"
+    (project / ".git").mkdir(parents=True)
+    home.mkdir()
+    env = {**_clean_env(home), "ARC_HOME": str(project / ".arc")}
+
+    result = manage("keys", env=env, cwd=project)
+
+    assert result.returncode == 0, result.stderr
+    assert (project / ".arc" / ".gitignore").read_text().splitlines()[-1] == "*"
+    tracked = subprocess.run(
+        ["git", "-c", "init.defaultBranch=main", "init", "-q", str(project)], capture_output=True, check=False
+    )
+    if tracked.returncode == 0:  # with git on the machine: nothing of the hub's shows as a change
+        status = subprocess.run(["git", "status", "--porcelain"], cwd=project, capture_output=True, text=True)
+        assert ".arc" not in status.stdout

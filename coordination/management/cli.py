@@ -1,4 +1,4 @@
-"""The base of Arc's agent commands (``post``, ``poll``, ``whoami``): a client of a running hub."""
+"""Bases of the commands: those on the hub's storage, and Arc's agent commands (clients of a running hub)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,16 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from coordination.client import ArcClient, ArcError
 from coordination.process.cli import add_location_arguments, default_url
+from coordination.process.storage import storage_ready
+
+
+class HubCommand(BaseCommand):
+    """A command on the hub's own storage (``invite``, ``keys``, ``revoke``, ``login``): it is made ready first."""
+
+    def execute(self, *args: Any, **options: Any) -> Any:
+        if not options.get("help"):
+            storage_ready()
+        return super().execute(*args, **options)
 
 
 class AgentCommand(BaseCommand):

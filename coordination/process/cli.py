@@ -16,7 +16,11 @@ from coordination.process import discovery
 
 def add_location_arguments(parser: ArgumentParser) -> None:
     group = parser.add_argument_group("hub location (same as the ARC_* environment variables)")
-    group.add_argument("--home", metavar="DIR", help="data directory, ARC_HOME (default ./.arc)")
+    group.add_argument(
+        "--home",
+        metavar="DIR",
+        help="data directory, ARC_HOME (default ~/.local/share/arc-hub, or $XDG_DATA_HOME/arc-hub)",
+    )
     group.add_argument("--storage", metavar="FILE", help="SQLite file, ARC_STORAGE (default ARC_HOME/arc.sqlite3)")
     group.add_argument("--database-url", metavar="URL", help="PostgreSQL URL, ARC_DATABASE_URL (default: SQLite)")
     group.add_argument("--redis-url", metavar="URL", help="Redis channel layer, ARC_REDIS_URL (default: in-memory)")

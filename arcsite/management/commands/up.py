@@ -10,13 +10,13 @@ import sys
 from typing import Any
 
 from django.conf import settings
-from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connection
 
 from coordination.core import access, hub, services
 from coordination.process import discovery, server, signin
 from coordination.process.cli import add_location_arguments
+from coordination.process.storage import storage_ready
 from relay.server import AsgiForwarder, RelayServer
 
 
@@ -45,8 +45,7 @@ class Command(BaseCommand):
 
         host, port = settings.ARC_HOST, settings.ARC_PORT
         quiet = options["quiet"]
-        call_command("migrate", interactive=False, verbosity=0)
-        services.rooms_ensure_defaults()
+        storage_ready()
         instance = hub.instance_id()
         storage = hub.storage_path()
         login = "" if quiet else signin.sign_in_path(username=signin.local_username())

@@ -3,11 +3,12 @@ from __future__ import annotations
 from typing import Any
 
 from django.conf import settings
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 
 from coordination.core import services
 from coordination.core.errors import ArcError
 from coordination.core.models import AgentKey
+from coordination.management.cli import HubCommand
 from coordination.process import discovery
 from coordination.process.cli import add_location_arguments
 
@@ -38,7 +39,7 @@ another agent's id is refused (403).
 """
 
 
-class Command(BaseCommand):
+class Command(HubCommand):
     help = (
         "Mint an agent key and print a paste-ready brief for the agent: hub URL, the key (shown once; only its "
         "hash is stored), and how to send it without putting it on a command line. "

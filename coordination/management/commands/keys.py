@@ -3,13 +3,14 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import CommandParser
 
 from coordination.core import selectors
+from coordination.management.cli import HubCommand
 from coordination.process.cli import add_location_arguments
 
 
-class Command(BaseCommand):
+class Command(HubCommand):
     help = "List agent keys (never their secrets): id, agent, rooms, admin, expiry, last use. Usable keys only unless --all."
 
     def add_arguments(self, parser: CommandParser) -> None:

@@ -3,14 +3,15 @@ from __future__ import annotations
 from typing import Any
 
 from django.conf import settings
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 
 from coordination.core.errors import ArcError
+from coordination.management.cli import HubCommand
 from coordination.process import discovery, signin
 from coordination.process.cli import add_location_arguments
 
 
-class Command(BaseCommand):
+class Command(HubCommand):
     help = (
         "Print a one-time link that signs you in to the dashboard as --user (default: your "
         "login name): a staff user, created as a superuser without a password if absent; an existing user must "

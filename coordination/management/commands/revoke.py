@@ -3,14 +3,15 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 
 from coordination.core import services
 from coordination.core.errors import ArcError
+from coordination.management.cli import HubCommand
 from coordination.process.cli import add_location_arguments
 
 
-class Command(BaseCommand):
+class Command(HubCommand):
     help = (
         "Revoke agent keys, named by key id (the `key_id` `manage.py keys` shows, with or without `arc_`), by the "
         "whole key (`arc_<id>_<secret>`), or with --agent NAME every live key of that agent. Takes effect at once: "
@@ -40,8 +41,8 @@ class Command(BaseCommand):
                 revoked += [key.as_wire() for key in services.keys_revoke_agent(agent_id=agent)]
             except ArcError as exc:
                 missing.append(exc.message)
-        for key in revoked:
-            self.stderr.write(f"revoked key {key['key_id']} of {key['agent_id']} ({key['label'] or 'no label'})")
+        for wire in revoked:
+            self.stderr.write(f"revoked key {wire['key_id']} of {wire['agent_id']} ({wire['label'] or 'no label'})")
         self.stdout.write(json.dumps(revoked, indent=2))
         if missing:
             raise CommandError("nothing revoked for " + "; ".join(missing))

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
@@ -22,6 +21,11 @@ from mcpserver.remote import ClientBackend
 from mcpserver.tools import CORE_TOOLS, build_server
 
 KEY_ENV = "ARC_AGENT_KEY"
+
+
+def _state_home() -> Path:
+    """Where a client keeps its own state (not the hub's): the XDG state directory of the user."""
+    return Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state")
 
 
 class Command(BaseCommand):
@@ -52,7 +56,8 @@ class Command(BaseCommand):
         parser.add_argument(
             "--state-dir",
             metavar="DIR",
-            help="where the HTTP mode keeps the agent's poll cursor between runs (default ARC_HOME/mcp)",
+            help="where the HTTP mode keeps the agent's poll cursor between runs "
+            "(default $XDG_STATE_HOME/arc-hub/mcp, or ~/.local/state/arc-hub/mcp)",
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -72,7 +77,7 @@ class Command(BaseCommand):
             except ToolError as exc:  # the key belongs to another agent than --agent
                 raise CommandError(str(exc)) from None
         else:
-            state_dir = Path(options["state_dir"]) if options["state_dir"] else Path(settings.ARC_HOME) / "mcp"
+            state_dir = Path(options["state_dir"]) if options["state_dir"] else _state_home() / "arc-hub" / "mcp"
             backend = ClientBackend(
                 agent, options["url"] or default_url(), key=key, capabilities=capabilities, state_dir=state_dir
             )
