@@ -30,15 +30,10 @@ from urllib.parse import parse_qs, urlsplit
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from mcp.server.mcpserver import Context, MCPServer
-from mcp.server.transport_security import TransportSecuritySettings
 
 from coordination.core import access, hub
 from coordination.core.errors import ArcError, Forbidden, Invalid
 from coordination.core.parsing import json_document, reject_nul
-from mcpserver.backend import Backend, hub_error
-from mcpserver.local import LocalBackend
-from mcpserver.tools import build_server
 
 log = logging.getLogger("arc.mcp")
 
@@ -54,17 +49,6 @@ class Caller:
     identity: access.Identity
     agent_id: str
     capabilities: list[str]
-
-
-async def backend_for(ctx: Context) -> Backend:
-    """The in-process backend of the caller this request was resolved to (see ``McpEndpoint``)."""
-    request = ctx.request_context.request
-    caller = getattr(request, "scope", {}).get(SCOPE_KEY)
-    if not isinstance(caller, Caller):  # only reachable if the endpoint was bypassed: fail closed
-        raise hub_error("the request was not authenticated", 401)
-    backend = LocalBackend(caller.agent_id, caller.identity, capabilities=caller.capabilities)
-    await backend.start()
-    return backend
 
 
 class McpEndpoint:
@@ -99,12 +83,9 @@ class McpEndpoint:
         return self._apps[tools]
 
     async def _start(self, loop: asyncio.AbstractEventLoop, tools: Literal["core", "all"]) -> Any:
-        server: MCPServer = build_server(backend_for, tools=tools)
-        app = server.streamable_http_app(
-            streamable_http_path=PATH,
-            stateless_http=True,
-            transport_security=TransportSecuritySettings(enable_dns_rebinding_protection=False),
-        )
+        from mcpserver import sdk  # the SDK's import takes a second: only once /mcp is used
+
+        server, app = sdk.tool_server(tools)
         started, stop = asyncio.Event(), asyncio.Event()
 
         async def run() -> None:
