@@ -111,6 +111,8 @@ def envrate(name: str, default: str) -> tuple[int, float, int]:
 # Posts per agent key: 120 per minute with bursts of 30 (docs/access.md).
 ARC_RATE_LIMIT = envrate("ARC_RATE_LIMIT", "120/60,30")
 ARC_PRESENCE_TTL_SEC = envint("ARC_PRESENCE_TTL_SEC", 120, minimum=5)
+# How long the first answer to a request sent with an idempotency key is kept for its retries (24 h).
+ARC_IDEMPOTENCY_TTL_SEC = envint("ARC_IDEMPOTENCY_TTL_SEC", 86_400, minimum=60)
 ARC_MAX_BODY_CHARS = envint("ARC_MAX_BODY_CHARS", 128_000, minimum=1)
 ARC_MAX_ATTACHMENT_CHARS = envint("ARC_MAX_ATTACHMENT_CHARS", 256_000, minimum=1)
 ARC_MAX_ATTACHMENTS = envint("ARC_MAX_ATTACHMENTS", 32, minimum=0)

@@ -85,6 +85,13 @@ RELAY_POLL_MAX_SEC = 0.05
 # stream() over the relay long-polls /v1/events this long per request; under Arc's relay's 30 s
 # forwarding timeout, so the same client works against both relays.
 RELAY_STREAM_POLL_SEC = 25.0
+# A state change that got no answer (the connection failed or timed out, or a 5xx) is sent again,
+# with the same idempotency key, after these pauses. (Over the relay a request left unanswered stays
+# in the spool for a relay to come: resending it would only add time.)
+RETRY_PAUSES_SEC = (0.2, 1.0)
+RETRIED_STATUSES = frozenset({500, 502, 503, 504, TRANSPORT_ERROR_STATUS})
+# POSTs that are not a single state change to replay: an ask waits for replies after posting.
+UNKEYED_PATHS = frozenset({"/v1/ask"})
 
 log = logging.getLogger("arc.client")
 # Seams for tests: the jitter source, and the pause between reconnects.
@@ -144,6 +151,7 @@ class ArcClient:
         self._streams_lock = threading.Lock()
         # Set by over_relay(): every request then goes through this file spool instead of HTTP.
         self._spool: _Spool | None = None
+        self._given_key: str | None = None
 
     @property
     def since_id(self) -> int:
@@ -178,6 +186,16 @@ class ArcClient:
     ) -> None:
         self.close()
 
+    @contextlib.contextmanager
+    def idempotency_key(self, key: str) -> Iterator[None]:
+        """State changes inside the block carry ``key`` instead of a fresh one: a caller's own retry of
+        one logical call (an MCP tool called again with its ``idempotency_key``) gets the first answer."""
+        self._given_key = key
+        try:
+            yield
+        finally:
+            self._given_key = None
+
     def call_hub(
         self,
         method: str,
@@ -207,11 +225,41 @@ class ArcClient:
 
         The one transport seam: over HTTP by default, through the file spool after ``over_relay()``.
         """
+        # A state change carries a key of its own, reused on this call's retries: a retry after a lost
+        # answer gets the first answer again instead of doing the work twice (docs/protocol.md, "Retries").
+        key = None
+        if method == "POST" and path not in UNKEYED_PATHS:
+            key = self._given_key or uuid.uuid4().hex
+        pauses = RETRY_PAUSES_SEC if key is not None else ()
+        for attempt in range(len(pauses) + 1):
+            try:
+                return self._send(method, path, payload, params=params, wait=wait, key=key)
+            except ArcError as exc:
+                if attempt == len(pauses) or exc.status not in RETRIED_STATUSES:
+                    raise
+                log.info("%s %s: %s; retrying with the same idempotency key", method, path, exc.error)
+                time.sleep(pauses[attempt])
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
+    def _send(
+        self,
+        method: str,
+        path: str,
+        payload: dict[str, Any] | None,
+        *,
+        params: dict[str, Any] | None,
+        wait: float,
+        key: str | None,
+    ) -> dict[str, Any]:
+        """One attempt of ``_envelope``: over HTTP, or through the spool after ``over_relay()``."""
         if self._spool is not None:
-            return self._relay_envelope(method, path, payload, params=params, wait=wait)
+            return self._relay_envelope(method, path, payload, params=params, wait=wait, key=key)
         url = self.base_url + path
+        headers = {"Idempotency-Key": key} if key is not None else None
         try:
-            response = self._session.request(method, url, json=payload, params=params, timeout=self.timeout + wait)
+            response = self._session.request(
+                method, url, json=payload, params=params, timeout=self.timeout + wait, headers=headers
+            )
         except requests.Timeout as exc:
             raise ArcError(
                 f"connection error: no answer from the hub at {self.base_url} within {self.timeout + wait:g}s ({exc})",
@@ -230,6 +278,7 @@ class ArcClient:
         params: dict[str, Any] | None = None,
         wait: float = 0.0,
         stop: threading.Event | None = None,
+        key: str | None = None,
     ) -> dict[str, Any]:
         """``_envelope`` through the spool: the hub's envelope, unwrapped from the relay's response file.
 
@@ -237,7 +286,7 @@ class ArcClient:
         """
         assert self._spool is not None
         target = _with_query(path, params)
-        answer = self._spool.exchange(method, target, payload, within=self.timeout + wait, stop=stop)
+        answer = self._spool.exchange(method, target, payload, within=self.timeout + wait, stop=stop, key=key)
         body, status = answer.get("body"), answer.get("status")
         status = status if isinstance(status, int) else 500
         if isinstance(body, dict):
@@ -979,8 +1028,12 @@ def relay_request(
     *,
     key: str | None = None,
     request_id: str | None = None,
+    idempotency_key: str | None = None,
 ) -> dict[str, Any]:
-    """A relay request envelope, as Arc's ``FileRelayClient`` writes it (docs/relay.md); ``key`` when given."""
+    """A relay request envelope, as Arc's ``FileRelayClient`` writes it (docs/relay.md).
+
+    ``key`` (the agent key) and ``idempotency_key`` (a retry's key) when given.
+    """
     envelope: dict[str, Any] = {
         "request_id": request_id or uuid.uuid4().hex,
         "agent_id": agent_id,
@@ -991,6 +1044,8 @@ def relay_request(
     }
     if key:
         envelope["key"] = key
+    if idempotency_key:
+        envelope["idempotency_key"] = idempotency_key
     return envelope
 
 
@@ -1016,10 +1071,17 @@ class _Spool:
             raise ArcError(f"agent id {agent_id!r} cannot name a spool directory", 400)
 
     def exchange(
-        self, method: str, path: str, body: dict[str, Any] | None, *, within: float, stop: threading.Event | None
+        self,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None,
+        *,
+        within: float,
+        stop: threading.Event | None,
+        key: str | None = None,
     ) -> dict[str, Any]:
         """Write one request and return the relay's response envelope, waiting up to ``within`` s."""
-        envelope = relay_request(self.agent_id, method, path, body, key=self.key)
+        envelope = relay_request(self.agent_id, method, path, body, key=self.key, idempotency_key=key)
         request_id = envelope["request_id"]
         requests_dir, responses_dir = self._agent_dirs()
         try:

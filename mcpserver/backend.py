@@ -14,6 +14,7 @@ model reads exactly what a REST client would.
 
 from __future__ import annotations
 
+from contextvars import ContextVar
 from typing import Any, Protocol
 
 from mcp.server.mcpserver.exceptions import ToolError
@@ -23,6 +24,10 @@ from mcp.server.mcpserver.exceptions import ToolError
 MAX_POLL_SEC = 60.0
 MAX_WAIT_SEC = 300.0
 POLL_LIMIT = 50
+
+# The idempotency key a tool call carries (``idempotency_key``), for the state change it makes: the
+# in-process backend passes it to the operation, the HTTP backend sends it as ``Idempotency-Key``.
+retry_key: ContextVar[str | None] = ContextVar("retry_key", default=None)
 
 
 def hub_error(message: str, status: int) -> ToolError:

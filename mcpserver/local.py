@@ -26,7 +26,7 @@ from coordination.core import operations as ops
 from coordination.core.access import Identity
 from coordination.core.errors import ArcError
 from coordination.core.feeds import DeliveryMarker, FeedFilter, MessageFeed
-from mcpserver.backend import POLL_LIMIT, hub_error
+from mcpserver.backend import POLL_LIMIT, hub_error, retry_key
 
 T = TypeVar("T")
 
@@ -60,6 +60,9 @@ class LocalBackend:
         self.capabilities = capabilities or []
 
     async def _op(self, operation: Callable[..., ops.Answer], *args: Any, **kwargs: Any) -> ops.Answer:
+        key = retry_key.get()
+        if key is not None and operation in ops.KEYABLE:
+            kwargs["key"] = key
         return await _db(operation, self.identity, *args, **kwargs)
 
     async def start(self) -> dict[str, Any]:

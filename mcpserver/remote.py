@@ -25,7 +25,7 @@ from urllib.parse import quote
 import anyio.to_thread
 
 from coordination.client import ArcClient, ArcError
-from mcpserver.backend import POLL_LIMIT, hub_error
+from mcpserver.backend import POLL_LIMIT, hub_error, retry_key
 
 T = TypeVar("T")
 
@@ -60,9 +60,15 @@ class ClientBackend:
         return client
 
     async def _run(self, call: Callable[[ArcClient], T]) -> T:
+        key = retry_key.get()
+
         def work() -> T:
+            client = self._client()
             try:
-                return call(self._client())
+                if key is None:
+                    return call(client)
+                with client.idempotency_key(key):
+                    return call(client)
             except ArcError as exc:
                 raise hub_error(exc.error, exc.status) from None
 

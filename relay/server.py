@@ -65,6 +65,7 @@ class RelayRequest:
     query: str
     body: bytes | None
     key: str | None
+    idempotency_key: str | None = None
 
     @property
     def may_wait(self) -> bool:
@@ -111,6 +112,11 @@ def parse_request(raw: bytes, *, fallback_request_id: str) -> RelayRequest:
     key = payload.get("key")
     if key is not None and (not isinstance(key, str) or not key.isprintable() or len(key) > 500):
         raise BadRequest("key must be an agent key string")
+    retry_key = payload.get("idempotency_key")
+    if retry_key is not None and (
+        not isinstance(retry_key, str) or not retry_key.isprintable() or len(retry_key) > 200
+    ):
+        raise BadRequest("idempotency_key must be 1 to 200 printable characters")
     return RelayRequest(
         request_id=request_id,
         method=method.upper(),
@@ -118,6 +124,7 @@ def parse_request(raw: bytes, *, fallback_request_id: str) -> RelayRequest:
         query=parts.query,
         body=json.dumps(body).encode("utf-8") if body is not None else None,
         key=key or None,
+        idempotency_key=retry_key or None,
     )
 
 
@@ -138,6 +145,8 @@ class AsgiForwarder:
             headers += [(b"content-type", b"application/json"), (b"content-length", str(len(request.body)).encode())]
         if request.key:
             headers.append((b"authorization", f"Bearer {request.key}".encode()))
+        if request.idempotency_key:
+            headers.append((b"idempotency-key", request.idempotency_key.encode()))
         scope = {
             "type": "http",
             "asgi": {"version": "3.0", "spec_version": "2.3"},
@@ -202,6 +211,8 @@ class HttpForwarder:
         headers = {"Content-Type": "application/json"} if request.body is not None else {}
         if request.key:
             headers["Authorization"] = f"Bearer {request.key}"
+        if request.idempotency_key:
+            headers["Idempotency-Key"] = request.idempotency_key
         url = self.base_url + request.path + (f"?{request.query}" if request.query else "")
         try:
             response = session.request(request.method, url, data=request.body, headers=headers, timeout=timeout)

@@ -31,5 +31,13 @@ def from_exception(exc: ArcError) -> JsonResponse:
 
 
 def answer(outcome: Answer) -> JsonResponse:
-    """An operation's ``Answer`` as Arc's success envelope."""
-    return ok(outcome.result, outcome.status, **outcome.extra)
+    """An operation's ``Answer`` as Arc's success envelope; a replayed one says so in a header too."""
+    response = ok(outcome.result, outcome.status, **outcome.extra)
+    if outcome.extra.get("replayed"):
+        response["Idempotent-Replayed"] = "true"
+    return response
+
+
+def idempotency_key(request: Any) -> str | None:
+    """The ``Idempotency-Key`` a request carries, if any (docs/protocol.md, "Retries")."""
+    return request.headers.get("Idempotency-Key") or None

@@ -65,7 +65,8 @@ async def messages(request: HttpRequest) -> HttpResponse:
     """``GET`` queries a room or thread (optionally long-polling); ``POST`` posts."""
     who = access.of(request)
     if request.method == "POST":
-        return envelope.answer(await sync_to_async(ops.message_post)(who, json_object(request.body)))
+        key = envelope.idempotency_key(request)
+        return envelope.answer(await sync_to_async(ops.message_post)(who, json_object(request.body), key=key))
     q = request.GET
     channel = query_str(q, "channel")
     flt = FeedFilter.for_room(who, channel=channel, thread_id=query_str(q, "thread_id"))

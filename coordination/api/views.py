@@ -14,7 +14,7 @@ from django.http import HttpResponse
 from rest_framework.request import Request
 from rest_framework.views import APIView
 
-from coordination.api.envelope import answer, ok
+from coordination.api.envelope import answer, idempotency_key, ok
 from coordination.api.params import query_bool, query_limit, query_optional_int, query_since_id, query_str
 from coordination.core import access, hub, selectors, services
 from coordination.core import operations as ops
@@ -32,10 +32,14 @@ class ArcView(APIView):
     def body(self, request: Request) -> dict[str, Any]:
         return json_object(request.body)
 
+    def key(self, request: Request) -> str | None:
+        """The request's ``Idempotency-Key``: a retry with it gets the first answer again."""
+        return idempotency_key(request)
+
 
 class SessionsView(ArcView):
     def post(self, request: Request) -> HttpResponse:
-        return answer(ops.session_open(access.of(request), self.body(request)))
+        return answer(ops.session_open(access.of(request), self.body(request), key=self.key(request)))
 
 
 class SessionView(ArcView):
@@ -76,12 +80,12 @@ class MessagePostView(ArcView):
     """``POST /v1/messages`` (its ``GET``, the long-poll, is ``streams.messages``, which routes here)."""
 
     def post(self, request: Request) -> HttpResponse:
-        return answer(ops.message_post(access.of(request), self.body(request)))
+        return answer(ops.message_post(access.of(request), self.body(request), key=self.key(request)))
 
 
 class ReplyClaimView(ArcView):
     def post(self, request: Request, message_id: int) -> HttpResponse:
-        return answer(ops.reply_claim(access.of(request), message_id, self.body(request)))
+        return answer(ops.reply_claim(access.of(request), message_id, self.body(request), key=self.key(request)))
 
 
 class StatsView(ArcView):
@@ -119,7 +123,9 @@ class InboxLeaseView(ArcView):
     """``POST /v1/inbox/{agent_id}/lease``: take the next direct messages as work."""
 
     def post(self, request: Request, agent_id: str) -> HttpResponse:
-        return answer(ops.inbox_lease(access.of(request), {**self.body(request), "agent_id": agent_id}))
+        return answer(
+            ops.inbox_lease(access.of(request), {**self.body(request), "agent_id": agent_id}, key=self.key(request))
+        )
 
 
 class DeliveriesView(ArcView):
@@ -136,13 +142,13 @@ class DeliveriesView(ArcView):
 
 class DeliveryAckView(ArcView):
     def post(self, request: Request) -> HttpResponse:
-        acked = ops.delivery_ack(access.of(request), self.body(request)).result
+        acked = ops.delivery_ack(access.of(request), self.body(request), key=self.key(request)).result
         return ok({"agent_id": acked["agent_id"], "acked": acked["acked"]})
 
 
 class DeliveryNackView(ArcView):
     def post(self, request: Request) -> HttpResponse:
-        return answer(ops.delivery_nack(access.of(request), self.body(request)))
+        return answer(ops.delivery_nack(access.of(request), self.body(request), key=self.key(request)))
 
 
 class DeliveryRetryView(ArcView):
@@ -159,17 +165,17 @@ class ClaimsView(ArcView):
         return ok([c.as_wire() for c in claims])
 
     def post(self, request: Request) -> HttpResponse:
-        return answer(ops.claim_acquire(access.of(request), self.body(request)))
+        return answer(ops.claim_acquire(access.of(request), self.body(request), key=self.key(request)))
 
 
 class ClaimRefreshView(ArcView):
     def post(self, request: Request) -> HttpResponse:
-        return answer(ops.claim_refresh(access.of(request), self.body(request)))
+        return answer(ops.claim_refresh(access.of(request), self.body(request), key=self.key(request)))
 
 
 class ClaimReleaseView(ArcView):
     def post(self, request: Request) -> HttpResponse:
-        return answer(ops.claim_release(access.of(request), self.body(request)))
+        return answer(ops.claim_release(access.of(request), self.body(request), key=self.key(request)))
 
 
 class LocksView(ArcView):
@@ -179,17 +185,17 @@ class LocksView(ArcView):
         return ok([lk.as_wire() for lk in locks])
 
     def post(self, request: Request) -> HttpResponse:
-        return answer(ops.lock_acquire(access.of(request), self.body(request)))
+        return answer(ops.lock_acquire(access.of(request), self.body(request), key=self.key(request)))
 
 
 class LockRefreshView(ArcView):
     def post(self, request: Request) -> HttpResponse:
-        return answer(ops.lock_refresh(access.of(request), self.body(request)))
+        return answer(ops.lock_refresh(access.of(request), self.body(request), key=self.key(request)))
 
 
 class LockReleaseView(ArcView):
     def post(self, request: Request) -> HttpResponse:
-        return answer(ops.lock_release(access.of(request), self.body(request)))
+        return answer(ops.lock_release(access.of(request), self.body(request), key=self.key(request)))
 
 
 class TasksView(ArcView):
@@ -208,31 +214,33 @@ class TasksView(ArcView):
 
     def post(self, request: Request) -> HttpResponse:
         """Delegate: a ``task_request`` to ``to_agent``, or to the agent the hub picks for ``to_capability``."""
-        return answer(ops.task_delegate(access.of(request), self.body(request)))
+        return answer(ops.task_delegate(access.of(request), self.body(request), key=self.key(request)))
 
 
 class TaskResultView(ArcView):
     """``POST /v1/tasks/{id}/result``: answer a task (a ``task_result`` to its requester that finishes it)."""
 
     def post(self, request: Request, task_id: int) -> HttpResponse:
-        return answer(ops.task_result(access.of(request), {**self.body(request), "task_id": task_id}))
+        return answer(
+            ops.task_result(access.of(request), {**self.body(request), "task_id": task_id}, key=self.key(request))
+        )
 
 
 class TaskCompleteView(ArcView):
     def post(self, request: Request, task_id: int) -> HttpResponse:
         self.body(request)  # a malformed body is still an error, as in Arc
-        return answer(ops.task_complete(access.of(request), task_id))
+        return answer(ops.task_complete(access.of(request), task_id, key=self.key(request)))
 
 
 class TaskStartView(ArcView):
     def post(self, request: Request, task_id: int) -> HttpResponse:
         self.body(request)
-        return answer(ops.task_start(access.of(request), task_id))
+        return answer(ops.task_start(access.of(request), task_id, key=self.key(request)))
 
 
 class TaskFailView(ArcView):
     def post(self, request: Request, task_id: int) -> HttpResponse:
-        return answer(ops.task_fail(access.of(request), task_id, self.body(request)))
+        return answer(ops.task_fail(access.of(request), task_id, self.body(request), key=self.key(request)))
 
 
 class NetworkView(ArcView):

@@ -504,3 +504,26 @@ class LoginLink(models.Model):
 
     def __str__(self) -> str:
         return f"login link for {self.username}"
+
+
+class IdempotencyRecord(models.Model):
+    """The first answer to a state-changing request sent with an idempotency key (docs/protocol.md).
+
+    A repeat by the same agent with the same key, within ``ARC_IDEMPOTENCY_TTL_SEC``, gets this
+    answer again and changes nothing; the same key with another request is refused. ``fingerprint``
+    is the SHA-256 of what was asked (the operation and its input); ``answer`` is what was answered.
+    """
+
+    agent_id = models.CharField(max_length=200)
+    key = models.CharField(max_length=200)
+    fingerprint = models.CharField(max_length=64)
+    answer = models.JSONField()
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["agent_id", "key"], name="one_answer_per_agent_and_key")]
+        indexes = [models.Index(fields=["expires_at"], name="idempotency_expiry")]
+
+    def __str__(self) -> str:
+        return f"{self.agent_id}: {self.key}"

@@ -16,10 +16,12 @@ which each door maps once to its own error form.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar, cast
 
-from coordination.core import hub, search, selectors, services
+from coordination.core import hub, idempotency, search, selectors, services
 from coordination.core import inputs as shapes
 from coordination.core.access import OPERATOR, Identity
 from coordination.core.errors import Invalid
@@ -36,6 +38,47 @@ class Answer:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+Operation = TypeVar("Operation", bound=Callable[..., Answer])
+
+
+def keyable(operation: Operation) -> Operation:
+    """A state-changing operation a retry may repeat: ``op(who, ..., key=K)`` runs at most once per key.
+
+    The first answer is kept (``coordination.core.idempotency``); a repeat by the same agent gets it
+    again with ``replayed: true``. The key belongs to the agent acting: the identity's, or the one
+    the request names when the client may act as any agent.
+    """
+
+    @functools.wraps(operation)
+    def run(who: Identity, *args: Any, key: str | None = None, **kwargs: Any) -> Answer:
+        if key is None:
+            return operation(who, *args, **kwargs)
+        return idempotency.once(
+            agent=who.agent_id or _named_agent(args),
+            key=key,
+            operation=operation.__name__,
+            args=[args, kwargs],
+            run=lambda: operation(who, *args, **kwargs),
+            dump=lambda answer: {"result": answer.result, "status": answer.status, "extra": answer.extra},
+            load=lambda kept: Answer(kept["result"], kept["status"], {**kept["extra"], "replayed": True}),
+        )
+
+    KEYABLE.add(run)
+    return cast(Operation, run)
+
+
+KEYABLE: set[Callable[..., Answer]] = set()  # the operations ``keyable`` marks, for doors that pass keys by field
+
+
+def _named_agent(args: tuple[Any, ...]) -> str:
+    for arg in args:
+        if isinstance(arg, dict):
+            for name in ("from_agent", "owner_agent_id", "agent_id"):
+                if arg.get(name):
+                    return str(arg[name]).strip()
+    return ""
+
+
 def _acting(who: Identity) -> str:
     """Who an admin action is recorded as: the key's agent, or the operator (a staff sign-in)."""
     return who.agent_id or OPERATOR
@@ -44,7 +87,8 @@ def _acting(who: Identity) -> str:
 # ── Sessions ──────────────────────────────────────────────────────────────
 
 
-def session_open(who: Identity, raw: dict[str, Any]) -> Answer:
+@keyable
+def session_open(who: Identity, raw: dict[str, Any], *, key: str | None = None) -> Answer:
     data = shapes.SessionCreate.parse(who.bind(raw, "agent_id"))
     session = services.session_create(
         agent_id=data["agent_id"],
@@ -95,7 +139,8 @@ def _posted(message: Message, **extra: Any) -> Answer:
     return Answer(message.as_wire(), 201, {**selectors.post_receipt(message), **extra})
 
 
-def message_post(who: Identity, raw: dict[str, Any]) -> Answer:
+@keyable
+def message_post(who: Identity, raw: dict[str, Any], *, key: str | None = None) -> Answer:
     """Post a message (``POST /v1/messages``, a ``post`` or ``broadcast`` frame, ``arc_post_message``, ...).
 
     A ``task_request`` naming a capability goes to the agent the hub picks, as every
@@ -107,7 +152,8 @@ def message_post(who: Identity, raw: dict[str, Any]) -> Answer:
     return _posted(services.do_message_post(draft))
 
 
-def reply_claim(who: Identity, message_id: int, raw: dict[str, Any]) -> Answer:
+@keyable
+def reply_claim(who: Identity, message_id: int, raw: dict[str, Any], *, key: str | None = None) -> Answer:
     message_id = require_id(message_id, "message_id")
     data = shapes.ReplyClaim.parse(who.bind(raw, "agent_id"))
     who.require_party(selectors.message_get(message_id).as_wire())
@@ -173,7 +219,8 @@ def inbox(who: Identity, agent_id: str, *, since_id: int, limit: int) -> Answer:
 # ── Deliveries ────────────────────────────────────────────────────────────
 
 
-def inbox_lease(who: Identity, raw: dict[str, Any]) -> Answer:
+@keyable
+def inbox_lease(who: Identity, raw: dict[str, Any], *, key: str | None = None) -> Answer:
     """Lease the next direct messages as work; ``raw`` names the ``agent_id`` (the path's, or the socket's)."""
     agent_id = who.act_as(raw.get("agent_id"), "agent_id")
     data = shapes.InboxLease.parse({k: v for k, v in raw.items() if k != "agent_id"})
@@ -191,14 +238,16 @@ def deliveries_list(who: Identity, *, agent_id: str | None, state: str | None, l
     return Answer([selectors.delivery_wire(d) for d in rows])
 
 
-def delivery_ack(who: Identity, raw: dict[str, Any]) -> Answer:
+@keyable
+def delivery_ack(who: Identity, raw: dict[str, Any], *, key: str | None = None) -> Answer:
     data = shapes.DeliveryAck.parse(who.bind(raw, "agent_id"))
     ids = sorted(set(data["message_ids"]))
     acked = services.delivery_ack(agent_id=data["agent_id"], message_ids=ids)
     return Answer({"agent_id": data["agent_id"], "acked": acked, "message_ids": ids})
 
 
-def delivery_nack(who: Identity, raw: dict[str, Any]) -> Answer:
+@keyable
+def delivery_nack(who: Identity, raw: dict[str, Any], *, key: str | None = None) -> Answer:
     data = shapes.DeliveryNack.parse(who.bind(raw, "agent_id"))
     delivery = services.delivery_nack(
         agent_id=data["agent_id"],
@@ -219,7 +268,8 @@ def deliveries_retry(who: Identity, raw: dict[str, Any]) -> Answer:
 # ── Claims and locks ──────────────────────────────────────────────────────
 
 
-def claim_acquire(who: Identity, raw: dict[str, Any]) -> Answer:
+@keyable
+def claim_acquire(who: Identity, raw: dict[str, Any], *, key: str | None = None) -> Answer:
     """Claim work; claiming a task (``task_message_id``) needs the task visible, as acting on it does."""
     data = shapes.ClaimAcquire.parse(who.bind(raw, "owner_agent_id"))
     if data.get("task_message_id") is not None and who.rooms:
@@ -230,12 +280,14 @@ def claim_acquire(who: Identity, raw: dict[str, Any]) -> Answer:
     return Answer(claim.as_wire(), 201 if acquired else 200, {"acquired": acquired})
 
 
-def claim_refresh(who: Identity, raw: dict[str, Any]) -> Answer:
+@keyable
+def claim_refresh(who: Identity, raw: dict[str, Any], *, key: str | None = None) -> Answer:
     data = shapes.ClaimRefresh.parse(who.bind(raw, "owner_agent_id"))
     return Answer(services.claim_refresh(**data).as_wire(), extra={"acquired": True})
 
 
-def claim_release(who: Identity, raw: dict[str, Any]) -> Answer:
+@keyable
+def claim_release(who: Identity, raw: dict[str, Any], *, key: str | None = None) -> Answer:
     data = shapes.ClaimRelease.parse(who.bind(raw, "agent_id"))
     return Answer(services.claim_release(**data).as_wire())
 
@@ -245,18 +297,21 @@ def claim_force_release(who: Identity, claim_key: str) -> Answer:
     return Answer(services.claim_force_release(claim_key=claim_key, actor=_acting(who)).as_wire())
 
 
-def lock_acquire(who: Identity, raw: dict[str, Any]) -> Answer:
+@keyable
+def lock_acquire(who: Identity, raw: dict[str, Any], *, key: str | None = None) -> Answer:
     data = shapes.LockAcquire.parse(who.bind(raw, "agent_id"))
     lock, acquired = services.lock_acquire(**data)
     return Answer(lock.as_wire(), 201 if acquired else 200, {"acquired": acquired})
 
 
-def lock_refresh(who: Identity, raw: dict[str, Any]) -> Answer:
+@keyable
+def lock_refresh(who: Identity, raw: dict[str, Any], *, key: str | None = None) -> Answer:
     data = shapes.LockRefresh.parse(who.bind(raw, "agent_id"))
     return Answer(services.lock_refresh(**data).as_wire(), extra={"acquired": True})
 
 
-def lock_release(who: Identity, raw: dict[str, Any]) -> Answer:
+@keyable
+def lock_release(who: Identity, raw: dict[str, Any], *, key: str | None = None) -> Answer:
     data = shapes.LockRelease.parse(who.bind(raw, "agent_id"))
     return Answer(services.lock_release(**data).as_wire())
 
@@ -289,18 +344,21 @@ def _task_visible(who: Identity, task_id: int) -> None:
         who.require_task(task.as_wire())
 
 
-def task_start(who: Identity, task_id: int) -> Answer:
+@keyable
+def task_start(who: Identity, task_id: int, *, key: str | None = None) -> Answer:
     _task_visible(who, task_id)
     return Answer(services.task_start(task_id=task_id, actor=who.agent_id, admin=who.admin).as_wire())
 
 
-def task_complete(who: Identity, task_id: int) -> Answer:
+@keyable
+def task_complete(who: Identity, task_id: int, *, key: str | None = None) -> Answer:
     _task_visible(who, task_id)
     task, parent_completed = services.task_complete(task_id=task_id, actor=who.agent_id, admin=who.admin)
     return Answer(task.as_wire(), extra={"parent_completed": True} if parent_completed else {})
 
 
-def task_fail(who: Identity, task_id: int, raw: dict[str, Any]) -> Answer:
+@keyable
+def task_fail(who: Identity, task_id: int, raw: dict[str, Any], *, key: str | None = None) -> Answer:
     data = shapes.TaskFail.parse(raw)
     _task_visible(who, task_id)
     task = services.task_fail(
@@ -309,7 +367,8 @@ def task_fail(who: Identity, task_id: int, raw: dict[str, Any]) -> Answer:
     return Answer(task.as_wire())
 
 
-def task_delegate(who: Identity, raw: dict[str, Any]) -> Answer:
+@keyable
+def task_delegate(who: Identity, raw: dict[str, Any], *, key: str | None = None) -> Answer:
     """Hand a task to an agent or a capability (a ``delegate`` frame, ``arc_delegate``, ``arc_rpc_call``).
 
     The result is the ``task_request`` message; ``extra`` carries its receipt and the ``task``.
@@ -320,7 +379,8 @@ def task_delegate(who: Identity, raw: dict[str, Any]) -> Answer:
     return _posted(message, task=selectors.task_get(message.id).as_wire())
 
 
-def task_result(who: Identity, raw: dict[str, Any]) -> Answer:
+@keyable
+def task_result(who: Identity, raw: dict[str, Any], *, key: str | None = None) -> Answer:
     """Answer a task (a ``result`` frame, ``arc_complete_task`` with a body): a ``task_result`` that finishes it."""
     data = shapes.Result.parse(who.bind(raw, "from_agent"))
     task = selectors.task_get(data["task_id"])

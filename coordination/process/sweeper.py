@@ -2,7 +2,8 @@
 
 It expires stale sessions (releasing their claims and locks with recovery
 notices), tells holders whose claims, locks and delivery leases ran out, expires
-deliveries past their ttl and times out overdue tasks (telling their requesters),
+deliveries past their ttl, times out overdue tasks (telling their requesters) and forgets
+idempotency records past their retention,
 every 5 s (sooner when ``ARC_PRESENCE_TTL_SEC`` is small). Every step is a conditional update, so several processes sweeping one
 database never do the same work twice.
 """
@@ -15,7 +16,7 @@ import threading
 from django.conf import settings
 from django.db import close_old_connections, connection
 
-from coordination.core import services
+from coordination.core import idempotency, services
 
 log = logging.getLogger("arc.sweeper")
 
@@ -39,6 +40,7 @@ class Sweeper:
         services.leases_tell_expired()
         services.deliveries_settle()
         services.tasks_time_out()
+        idempotency.records_expire()
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval_sec):

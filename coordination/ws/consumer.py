@@ -83,6 +83,7 @@ class HubConsumer(AsyncWebsocketConsumer):
         # Held while the pump pushes a batch, so replacing the feed never cuts a batch in half.
         self._pushing = asyncio.Lock()
         self._resume_id = 0  # every visible message up to this id has been pushed
+        self._key: str | None = None  # the idempotency key of the frame being handled
         self._last_heard = time.monotonic()
         self._last_ping = 0.0
         self._last_touch = 0.0
@@ -146,6 +147,7 @@ class HubConsumer(AsyncWebsocketConsumer):
             frame_id = frames.correlation_id(frame)
             kind = frames.frame_type(frame)
             data = frames.fields(kind, frame, agent_id=self.agent_id)
+            self._key = frames.idempotency_key(frame)
             if self.identity is None and kind != "register":
                 raise Unauthorized(
                     "this hub needs an agent key: send it in the upgrade (Authorization: Bearer) or in register"
@@ -224,7 +226,9 @@ class HubConsumer(AsyncWebsocketConsumer):
         await self._send(frames.reply("agents", frame_id, agents=agents))
 
     async def _operate(self, operation: Callable[..., ops.Answer], *args: Any) -> ops.Answer:
-        answer: ops.Answer = await database_sync_to_async(operation)(self._who(), *args)
+        """One operation for the frame being handled (with its idempotency key, when it is a state change)."""
+        keyed = {"key": self._key} if self._key is not None and operation in ops.KEYABLE else {}
+        answer: ops.Answer = await database_sync_to_async(operation)(self._who(), *args, **keyed)
         return answer
 
     async def _post(self, data: Frame, frame_id: FrameId) -> None:

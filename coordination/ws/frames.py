@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from coordination.core import access
+from coordination.core import access, idempotency
 from coordination.core import inputs as shapes
 from coordination.core.errors import (
     ArcError,
@@ -134,10 +134,16 @@ def fields(kind: str, frame: dict[str, Any], *, agent_id: str | None) -> dict[st
     spec = CLIENT_FRAMES[kind]
     if spec.needs_register and agent_id is None:
         raise NotRegistered(f"send a register frame before {kind}")
-    data = {key: value for key, value in frame.items() if key not in ("type", "id")}
+    data = {key: value for key, value in frame.items() if key not in ("type", "id", "idempotency_key")}
     if spec.acting is not None:
         data[spec.acting] = access.bind_to(agent_id, data.get(spec.acting), spec.acting)
     return data
+
+
+def idempotency_key(frame: dict[str, Any]) -> str | None:
+    """The frame's ``idempotency_key`` (a header cannot travel in a frame): a resent frame gets the first answer."""
+    key = frame.get("idempotency_key")
+    return None if key is None else idempotency.key_check(key)
 
 
 def shape(kind: str, data: dict[str, Any]) -> dict[str, Any]:

@@ -67,6 +67,14 @@ def of_status(status: int, body: Any, *, created: bool) -> Outcome:
     return Outcome(str(status), message or "")
 
 
+def _split_key(body: Any) -> tuple[Any, str | None]:
+    """A request's fields without ``idempotency_key``, and the key (a header over HTTP, a field elsewhere)."""
+    if isinstance(body, dict) and "idempotency_key" in body:
+        rest = {k: v for k, v in body.items() if k != "idempotency_key"}
+        return rest, str(body["idempotency_key"])
+    return body, None
+
+
 def _status_in(text: str) -> str:
     """The HTTP status a tool error names (``... (HTTP 403)``), as the MCP tools report the hub's refusals."""
     found = re.findall(r"\(HTTP (\d{3})\)", text)
@@ -138,6 +146,9 @@ class Rest(Door):
         headers = {"Content-Type": "application/json"}
         if who.key:
             headers["Authorization"] = f"Bearer {who.key}"
+        body, retry_key = _split_key(body)
+        if retry_key is not None:
+            headers["Idempotency-Key"] = retry_key
         raw = data if data is not None else (json.dumps(body).encode() if body is not None else None)
         response = self.session.request(method, self.hub.url + path, data=raw, headers=headers, timeout=WAIT_SEC)
         try:
@@ -368,7 +379,7 @@ class McpDoor(Door):
     def post(self, who: Persona, fields: dict[str, Any]) -> Outcome:
         if "from_agent" in fields:
             raise Inexpressible  # the tools act as the session's agent
-        allowed = {"channel", "body", "kind", "thread_id", "to_agent", "reply_to", "expects_reply"}
+        allowed = {"channel", "body", "kind", "thread_id", "to_agent", "reply_to", "expects_reply", "idempotency_key"}
         if set(fields) - allowed:
             raise Inexpressible
         return self.tool(who, "arc_post_message", created=True, **{"channel": "general", **fields})
@@ -503,7 +514,8 @@ class Relay(Rest):
         data: bytes | None = None,
         created: bool = False,
     ) -> Outcome:
-        envelope = relay_request(who.agent, method, path, body, key=who.key)
+        body, retry_key = _split_key(body)
+        envelope = relay_request(who.agent, method, path, body, key=who.key, idempotency_key=retry_key)
         folder = spool_name(who.agent)
         requests_dir = self.spool / "requests" / folder
         requests_dir.mkdir(parents=True, exist_ok=True)

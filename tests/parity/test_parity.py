@@ -276,6 +276,22 @@ def closed_room(door: Door, world: World) -> tuple[Outcome, Any]:
     return outcome, _count(world, word)
 
 
+def repeated_with_its_key(door: Door, world: World) -> tuple[Outcome, Any]:
+    word, key = world.mark(), uuid.uuid4().hex
+    fields = {"channel": "general", "body": word, "idempotency_key": key}
+    first = door.post(world.persona("alice"), fields)
+    again = door.post(world.persona("alice"), fields)
+    assert first.cls == "created", first
+    return again, _count(world, word)
+
+
+def key_reused_for_another_request(door: Door, world: World) -> tuple[Outcome, Any]:
+    word, key = world.mark(), uuid.uuid4().hex
+    door.post(world.persona("alice"), {"channel": "general", "body": word, "idempotency_key": key})
+    other = door.post(world.persona("alice"), {"channel": "general", "body": f"{word} other", "idempotency_key": key})
+    return other, _count(world, word)
+
+
 HOLDER_RULE = "only the task's requester, assignee or claimant may"
 NESTED = b'{"channel": "general", "body": "deep", "metadata": ' + b'{"a": [' * 20_000 + b"1" + b"]}" * 20_000 + b"}"
 
@@ -367,6 +383,15 @@ CASES = [
     Case("NUL characters", "400", POSTERS | {"dashboard"}, nul_characters, 0, "NUL"),
     Case("an unknown task", "404", TASKERS | {"dashboard"}, unknown_task, message="task not found"),
     Case("a post to a closed room", "409", POSTERS | {"dashboard"}, closed_room, 0, "is closed"),
+    Case("a post repeated with its idempotency key", "created", POSTERS, repeated_with_its_key, 1),
+    Case(
+        "an idempotency key reused for another request",
+        "409",
+        POSTERS,
+        key_reused_for_another_request,
+        1,
+        "was used for another request",
+    ),
 ]
 
 
