@@ -51,7 +51,8 @@ def test_a_repeat_gets_the_first_answer_marked_as_a_replay_and_changes_nothing(a
 
     assert first[0] == again[0] == 201
     assert again[1]["result"] == first[1]["result"]
-    assert again[1]["replayed"] is True and "replayed" not in first[1]
+    assert again[1]["replayed"] is True
+    assert "replayed" not in first[1]
     assert again[2]["Idempotent-Replayed"] == "true"
     assert Message.objects.filter(body="deploy when green").count() == 1
     assert Delivery.objects.count() == 1
