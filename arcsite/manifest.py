@@ -197,7 +197,7 @@ def build(request: HttpRequest) -> dict[str, Any]:
             "{agent_id} in paths must be that agent or absent (403 otherwise); a key limited to rooms "
             "sees and posts only there",
             "admin": {
-                "needs": "an admin key (manage.py invite --admin) or a staff login",
+                "needs": "an admin key (manage.py invite --admin) or a hub admin's sign-in",
                 "endpoints": [
                     f"{method} {path}" for path, method in sorted(routed) if _access(path, method) == "admin"
                 ],

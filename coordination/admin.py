@@ -14,25 +14,49 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
-from django.contrib.auth import get_permission_codename
 from django.db.models import Model, QuerySet
 from django.http import HttpRequest
+from django.template.response import TemplateResponse
 from django.utils import timezone
 
-from coordination.core import services
+from coordination.core import access, services
 from coordination.core.errors import ArcError
 from coordination.core.models import AgentKey, Claim, Delivery, LeaseQuerySet, Lock, Message, Room, Session, Task
 from coordination.core.parsing import as_id
 
 
-class ServiceOwnedAdmin(admin.ModelAdmin):
+class HubAdmin(admin.ModelAdmin):
+    """The hub's one rule of who may do what, here as in the dashboard (``access.staff_admin``).
+
+    Any active staff user reads; only a hub admin (a superuser, or a staff user with the
+    ``operate_hub`` permission) changes anything: mints, revokes, closes, force-releases,
+    retries, finishes tasks. Django's per-model permissions decide nothing here, so a staff
+    user can do in the Django admin exactly what the dashboard lets them do.
+    """
+
+    def has_module_permission(self, request: HttpRequest) -> bool:
+        return access.staff_member(request.user)
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return access.staff_member(request.user)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return access.staff_admin(request.user)
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return access.staff_admin(request.user)
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+class ServiceOwnedAdmin(HubAdmin):
     """Rows only the services change: listed, searched and filtered here; changed only by actions.
 
     No add, edit or delete: a claim deleted by hand tells its holder nothing, an edited
     delivery skips its state machine, a deleted message breaks the feeds' id chain, and
     none of them would publish the event live clients wait for. The change page is a
-    read-only view. The model's "change" permission is what lets a staff user run the
-    actions (``has_operate_permission``).
+    read-only view; a hub admin runs the actions (``has_operate_permission``).
     """
 
     def has_add_permission(self, request: HttpRequest) -> bool:
@@ -41,12 +65,8 @@ class ServiceOwnedAdmin(admin.ModelAdmin):
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
     def has_operate_permission(self, request: HttpRequest) -> bool:
-        codename = get_permission_codename("change", self.opts)
-        return request.user.has_perm(f"{self.opts.app_label}.{codename}")
+        return access.staff_admin(request.user)
 
 
 def _apply_each(
@@ -109,7 +129,7 @@ class KeyMintForm(forms.ModelForm):
 
 
 @admin.register(AgentKey)
-class AgentKeyAdmin(admin.ModelAdmin):
+class AgentKeyAdmin(HubAdmin):
     list_display = ("prefix", "agent_id", "rooms", "is_admin", "expires_at", "last_used_at", "revoked_at", "label")
     list_filter = ("is_admin", "revoked_at")
     search_fields = ("agent_id", "prefix", "label")
@@ -162,7 +182,18 @@ class AgentKeyAdmin(admin.ModelAdmin):
         except ArcError as exc:
             raise forms.ValidationError(exc.message) from exc
         obj.pk = key.pk
-        messages.warning(request, f"Key for {key.agent_id} (shown once, copy it now): {plaintext}")
+        request.arc_minted = (key, plaintext)  # type: ignore[attr-defined]  # for response_add, this request only
+
+    def response_add(self, request: HttpRequest, obj: AgentKey, post_url_continue: str | None = None) -> Any:
+        """The new key's secret on this one page (never in a message, which travels in a cookie), uncached."""
+        minted = getattr(request, "arc_minted", None)
+        if minted is None:
+            return super().response_add(request, obj, post_url_continue)
+        key, plaintext = minted
+        context = {**self.admin_site.each_context(request), "opts": self.opts, "key": key, "plaintext": plaintext}
+        response = TemplateResponse(request, "admin/coordination/agentkey/minted.html", context)
+        response["Cache-Control"] = "no-store"
+        return response
 
     @admin.action(description="Revoke selected keys (at once: their streams close)", permissions=["change"])
     def revoke_keys(self, request: HttpRequest, queryset: QuerySet[AgentKey]) -> None:
@@ -181,7 +212,7 @@ class AgentKeyAdmin(admin.ModelAdmin):
 
 
 @admin.register(Room)
-class RoomAdmin(admin.ModelAdmin):
+class RoomAdmin(HubAdmin):
     list_display = ("name", "created_by", "created_at", "closed_at", "closed_by")
     list_filter = (("closed_at", admin.EmptyFieldListFilter),)
     search_fields = ("name", "created_by")

@@ -20,7 +20,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import render
 from django.urls import reverse
 from django.views.decorators.cache import never_cache
-from django.views.decorators.http import require_GET
+from django.views.decorators.http import require_http_methods
 from django_htmx.http import HttpResponseClientRedirect
 from django_htmx.middleware import HtmxDetails
 
@@ -39,11 +39,7 @@ class DashboardRequest(HttpRequest):
 
 def identity(request: HttpRequest) -> access.Identity:
     """The dashboard user as an API identity (``operator``, admin), by the API's own rules."""
-    return access.resolve(
-        authorization=None,
-        client=request.META.get("REMOTE_ADDR"),
-        staff_user=bool(request.user.is_authenticated and request.user.is_staff),
-    )
+    return access.resolve(authorization=None, client=request.META.get("REMOTE_ADDR"), staff=request.user)
 
 
 def operator_required(view: View) -> View:
@@ -51,7 +47,7 @@ def operator_required(view: View) -> View:
 
     @functools.wraps(view)
     def wrapped(request: DashboardRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-        if not (request.user.is_authenticated and request.user.is_staff):
+        if not access.staff_member(request.user):
             target = reverse("dashboard:login") + "?" + urlencode({"next": request.get_full_path()})
             if request.htmx:  # a live region of an expired session: reload the whole page to the sign-in
                 return HttpResponseClientRedirect(target)
@@ -63,9 +59,15 @@ def operator_required(view: View) -> View:
 
 
 @never_cache
-@require_GET
+@require_http_methods(["GET", "POST"])
 def login_link(request: HttpRequest, token: str) -> HttpResponse:
-    """``/login/<token>``: a one-time link logs its user in and opens the overview."""
+    """``/login/<token>``: a GET shows one button; its POST uses the one-time link and signs in.
+
+    A chat app's or a mail client's link preview fetches the link with a GET: that must not use
+    it up, so only the button's POST (with the page's CSRF token) redeems it.
+    """
+    if request.method != "POST":
+        return render(request, "dashboard/login_link.html", {"token": token})
     try:
         user = services.login_link_redeem(token=token)
     except ArcError as exc:

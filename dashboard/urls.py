@@ -40,6 +40,7 @@ urlpatterns = [
     path("deliveries/retry", views.delivery_retry, name="delivery-retry"),
     path("keys", views.keys, name="keys"),
     path("keys/mint", views.key_mint, name="key-mint"),
+    path("keys/minted", views.key_minted, name="key-minted"),
     path("keys/<str:key_id>/revoke", views.key_revoke, name="key-revoke"),
     path("network", views.network, name="network"),
     path("network/set", views.network_set, name="network-set"),

@@ -272,7 +272,7 @@ def task_act(request: DashboardRequest, who: access.Identity, task_id: int, verb
     elif verb == "complete":
         operations.task_complete(who, task_id)
     elif verb == "fail":
-        reason = _field(request, "reason", required=False) or f"failed by {who.agent_id} in the dashboard"
+        reason = _field(request, "reason", required=False) or f"failed by {who.actor} in the dashboard"
         operations.task_fail(who, task_id, {"reason": reason})
     else:
         raise Invalid(f"unknown task action {verb[:40]!r} (start, complete or fail)")
@@ -338,7 +338,7 @@ def _keys_context(**extra: Any) -> dict[str, Any]:
 @operator_required
 @require_POST
 def key_mint(request: DashboardRequest) -> HttpResponse:
-    """Mint a key; the page that answers is the only place its secret is ever shown."""
+    """Mint a key; the page the answer redirects to is the only place its secret is ever shown."""
     who = _who(request)
     try:
         _reject_nul(request)
@@ -354,7 +354,25 @@ def key_mint(request: DashboardRequest) -> HttpResponse:
     except ArcError as exc:
         messages.error(request, exc.message, extra_tags=f"status-{exc.status}")
         return HttpResponseRedirect(reverse("dashboard:keys"))
-    response = _page(request, "keys.html", _keys_context(minted=key, plaintext=plaintext), page="keys")
+    # Post, redirect, get: a reload of the page that shows the secret GETs it, and mints nothing.
+    # The secret waits in the server-side session (never a cookie) for that one GET.
+    request.session[MINTED] = {"key_id": key.prefix, "plaintext": plaintext}
+    return HttpResponseRedirect(reverse("dashboard:key-minted"))
+
+
+MINTED = "arc_minted_key"
+
+
+@operator_required
+@require_GET
+def key_minted(request: DashboardRequest) -> HttpResponse:
+    """The key just minted, shown this once (it leaves the session as it is shown), uncached."""
+    minted = request.session.pop(MINTED, None)
+    if not isinstance(minted, dict):
+        messages.info(request, "A new key is shown once, on the page right after minting it; this one was.")
+        return HttpResponseRedirect(reverse("dashboard:keys"))
+    key = AgentKey.objects.filter(prefix=minted["key_id"]).first()
+    response = _page(request, "keys.html", _keys_context(minted=key, plaintext=minted["plaintext"]), page="keys")
     response["Cache-Control"] = "no-store"  # the secret must not stay in any cache
     return response
 

@@ -124,7 +124,7 @@ def shoot(hub: Hub, out: Path) -> list[Path]:
         context = browser.new_context(viewport=browser_support.VIEWPORT)
         context.set_default_timeout(10_000)
         page = context.new_page()
-        page.goto(browser_support.sign_in_link(hub, user="ada"))  # a human name, not the machine's user
+        browser_support.sign_in(page, browser_support.sign_in_link(hub, user="ada"))  # a human, not the machine's user
         expect(page.locator("h1")).to_have_text("Overview")
 
         def save(name: str) -> None:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from tests.hubproc import Hub, manage
 
 if TYPE_CHECKING:
-    from playwright.sync_api import Browser, Playwright, ViewportSize
+    from playwright.sync_api import Browser, Page, Playwright, ViewportSize
 
 CHROMIUM = Path("/usr/bin/chromium")
 # No sandbox: the tests run as root in containers, where Chromium's sandbox cannot start.
@@ -42,6 +42,12 @@ def sign_in_link(hub: Hub, *, user: str = "") -> str:
     link = manage(hub, "login", "--url", hub.url, *(["--user", user] if user else []))
     assert link.startswith(hub.url + "/login/"), link
     return link
+
+
+def sign_in(page: Page, link: str) -> None:
+    """Open a one-time link as its human does: the page it shows, then its "Sign in" button."""
+    page.goto(link)
+    page.get_by_role("button", name="Sign in").click()
 
 
 def status_with_key(hub: Hub, path: str, key: str) -> int:

@@ -19,6 +19,15 @@ from coordination.core import hub as hub_module
 from tests.hubproc import Hub, running_hub
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """The SQLite test database lives in ``.cache/`` of this checkout: make sure the directory exists."""
+    from django.conf import settings
+
+    test_name = settings.DATABASES["default"].get("TEST", {}).get("NAME")
+    if settings.DATABASES["default"]["ENGINE"].endswith("sqlite3") and test_name:
+        Path(test_name).parent.mkdir(parents=True, exist_ok=True)
+
+
 class ApiClient:
     """Django's test client speaking Arc JSON, returning ``(status, envelope)``."""
 

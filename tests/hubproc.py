@@ -180,3 +180,14 @@ def manage(hub: Hub, *args: str) -> str:
 def mint_key(hub: Hub, agent: str, *flags: str) -> str:
     """An agent key for a live hub, minted with ``manage.py invite AGENT --key-only [flags]``."""
     return manage(hub, "invite", agent, "--key-only", *flags)
+
+
+def sign_in(session: Any, link: str, timeout: float = 30.0) -> Any:
+    """Use a one-time sign-in link as a browser does: its GET shows a button, whose POST signs in.
+
+    ``session`` is a ``requests.Session``; returns the answer to the POST (the overview, after its redirect).
+    """
+    page = session.get(link, timeout=timeout)
+    assert page.status_code == 200, page.text
+    token = session.cookies["csrftoken"]
+    return session.post(link, data={"csrfmiddlewaretoken": token}, headers={"Referer": link}, timeout=timeout)

@@ -4,6 +4,8 @@ only through actions that call the services, and everything agents wrote shown e
 Personas:
 - ``ada``: a superuser logged in to the admin: sees everything, runs every action;
 - ``vera``: staff allowed only to view claims: lists them but cannot force-release;
+- ``otto``: staff with no permission at all: reads every list, changes nothing (the dashboard's rule);
+- ``petra``: staff with the hub's one admin permission, ``operate_hub``: runs the actions as ada does;
 - ``nick``: a logged-in user who is not staff: the admin sends him to its login page;
 - ``alice``, ``bob``: agents whose messages, claims, locks, tasks and deliveries fill the admin.
 """
@@ -27,6 +29,7 @@ from coordination.core.models import AgentKey, Claim, Delivery, Lock, Message, R
 pytestmark = pytest.mark.django_db
 
 HOSTILE = "<script>alert(1)</script><img src=x onerror=alert(2)>"
+HOSTILE_AGENT = "<script>alert(1)<img src=x onerror=alert(2)>"  # agent ids have no '/' (docs/protocol.md)
 
 
 def changelist(model: str) -> str:
@@ -49,7 +52,7 @@ def shown_messages(response: Any) -> list[str]:
 
 
 def assert_escaped(body: str) -> None:
-    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in body
+    assert "&lt;script&gt;alert(1)" in body
     assert "<script>alert(1)" not in body
     assert "<img src=x" not in body
 
@@ -240,6 +243,44 @@ def test_staff_who_may_only_view_claims_cannot_force_release_them(hub: Hub) -> N
     assert Claim.objects.get(pk="deploy-7").released_at is None
 
 
+def staff(username: str, *permissions: str) -> Client:
+    user = User.objects.create_user(username, f"{username}@example.com", "pw", is_staff=True)
+    user.user_permissions.add(*(Permission.objects.get(codename=codename) for codename in permissions))
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+def test_staff_without_the_hub_permission_read_every_list_and_change_nothing(hub: Hub) -> None:
+    otto = staff("otto")
+
+    for model in ("message", "claim", "lock", "task", "delivery", "agentkey", "room", "session"):
+        response = otto.get(changelist(model))
+        assert response.status_code == 200, model
+        assert list(response.context["cl"].model_admin.get_actions(response.wsgi_request)) == [], model
+    refused = otto.post(changelist("claim"), {"action": "force_release", "_selected_action": ["deploy-7"]})
+    adding = otto.get(reverse("admin:coordination_agentkey_add"))
+
+    assert refused.status_code == 200  # Django's changelist ignores an action it does not offer
+    assert Claim.objects.get(pk="deploy-7").released_at is None
+    assert adding.status_code == 403
+
+
+def test_staff_with_the_operate_hub_permission_run_the_actions_recorded_as_themselves(hub: Hub) -> None:
+    petra = staff("petra", "operate_hub")
+
+    response = petra.post(changelist("claim"), {"action": "force_release", "_selected_action": ["deploy-7"]})
+
+    assert response.status_code == 302
+    assert Claim.objects.get(pk="deploy-7").released_at is not None
+    notice = Message.objects.filter(to_agent="bob", from_agent="system", kind="notice").get()
+    assert notice.metadata["released_by"] == "petra"
+    assert petra.get(reverse("admin:coordination_agentkey_add")).status_code == 200
+    assert "revoke_keys" in petra.get(changelist("agentkey")).context["cl"].model_admin.get_actions(
+        response.wsgi_request
+    )
+
+
 # ── Keys, rooms, sessions, tasks ──────────────────────────────────────────
 
 
@@ -303,11 +344,11 @@ def test_the_task_actions_complete_and_fail_through_the_services(ada: Client, hu
 
 def test_hostile_text_from_agents_is_escaped_everywhere_it_is_shown(ada: Client, db: None) -> None:
     services.room_create(name="builds")
-    message = services.message_post(from_agent=HOSTILE, channel="builds", body=HOSTILE, thread_id=HOSTILE)
-    services.message_post(from_agent="alice", to_agent=HOSTILE, body="for you")
-    services.session_create(agent_id=HOSTILE, display_name=HOSTILE, capabilities=[HOSTILE])
-    services.claim_acquire(owner_agent_id=HOSTILE, claim_key=HOSTILE)
-    services.lock_acquire(agent_id=HOSTILE, file_path=HOSTILE)
+    message = services.message_post(from_agent=HOSTILE_AGENT, channel="builds", body=HOSTILE, thread_id=HOSTILE)
+    services.message_post(from_agent="alice", to_agent=HOSTILE_AGENT, body="for you")
+    services.session_create(agent_id=HOSTILE_AGENT, display_name=HOSTILE, capabilities=[HOSTILE])
+    services.claim_acquire(owner_agent_id=HOSTILE_AGENT, claim_key=HOSTILE)
+    services.lock_acquire(agent_id=HOSTILE_AGENT, file_path=HOSTILE)
     claim = Claim.objects.get()
 
     pages = [

@@ -4,7 +4,7 @@ One hub and one browser for the module; each test gets a fresh browser context s
 with the module's session, so tests share the hub's data and use names of their own.
 
 Personas:
-- the operator: the human at the dashboard (a staff user signed in by a one-time link);
+- ``ada``, the operator: the human at the dashboard (a staff user signed in by a one-time link);
 - ``alice``: an agent posting over HTTP and holding work the operator may take back;
 - ``dave``: an agent whose key the operator mints and revokes in the browser.
 """
@@ -50,10 +50,10 @@ def browser() -> Iterator[Browser]:
 @pytest.fixture(scope="module")
 def signed_in(hub: Hub, browser: Browser) -> tuple[str, StorageState]:
     """The operator opens a one-time link: it signs in and lands on the overview. (link, session)."""
-    link = browser_support.sign_in_link(hub)
+    link = browser_support.sign_in_link(hub, user="ada")
     context = browser.new_context()
     page = context.new_page()
-    page.goto(link)
+    browser_support.sign_in(page, link)
     expect(page).to_have_url(hub.url + "/")
     expect(page.locator("h1")).to_have_text("Overview")
     state = context.storage_state()
@@ -104,7 +104,9 @@ def test_the_sign_in_link_works_once(browser: Browser, hub: Hub, signed_in: tupl
     context = browser.new_context()
     page = context.new_page()
 
-    page.goto(signed_in[0])  # the module's link, used already
+    page.goto(signed_in[0])  # the module's link, used already: opening it still only shows the button
+    expect(page.locator("h1")).to_have_text("Sign in to the hub")
+    page.get_by_role("button", name="Sign in").click()
 
     expect(page.locator("h1")).to_have_text("This login link does not work")
     page.goto(hub.url + "/work")
@@ -185,7 +187,7 @@ def test_a_minted_key_is_shown_once_works_and_stops_when_revoked(hub: Hub, page:
     secret = page.locator("#minted-key").inner_text()
     prefix = secret.split("_")[1]
     assert browser_support.status_with_key(hub, "/v1/hub-info", secret) == 200
-    expect(page).to_have_url(hub.url + "/keys")  # not /keys/mint, which a reload would GET
+    expect(page).to_have_url(hub.url + "/keys")  # not /keys/mint nor /keys/minted: a reload shows no secret
 
     page.get_by_role("link", name="Work", exact=True).click()
     expect(page.locator("h1")).to_have_text("Work")
@@ -260,7 +262,7 @@ def test_force_releasing_a_claim_frees_it_and_tells_its_holder(hub: Hub, page: P
     status, env = hub.call("GET", "/v1/inbox/alice")
     assert status == 200
     notices = [m["body"] for m in env["result"] if m["kind"] == "notice"]
-    assert "Your claim job-1 was released by operator; others may take it now." in notices
+    assert "Your claim job-1 was released by ada; others may take it now." in notices
 
 
 # ── Without JavaScript ───────────────────────────────────────────────────

@@ -186,9 +186,13 @@ def test_it_registers_posts_and_polls_through_the_spool(spool: Path, alice: ArcC
     assert len(taken) == 5  # register, bootstrap, post, two polls
     assert taken == answered
     assert all(p.suffix == ".work" for p in (spool / "requests" / "erin").iterdir())
-    request = json.loads(next((spool / "requests" / "erin").glob("*.work")).read_text())
-    assert set(request) == {"request_id", "agent_id", "method", "path", "body", "created_at"}
-    assert request["agent_id"] == "erin"
+    requests = [json.loads(p.read_text()) for p in (spool / "requests" / "erin").glob("*.work")]
+    arc_fields = {"request_id", "agent_id", "method", "path", "body", "created_at"}
+    for request in requests:  # Arc's envelope; a state change adds its idempotency key (docs/relay.md)
+        extra = {"idempotency_key"} if request["method"] == "POST" else set()
+        assert set(request) == arc_fields | extra, request
+        assert request["agent_id"] == "erin"
+    assert sorted(r["method"] for r in requests) == ["GET", "GET", "GET", "POST", "POST"]
 
 
 @pytest.mark.live

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 import requests
 
-from tests.hubproc import Hub, manage, running_hub
+from tests.hubproc import Hub, manage, running_hub, sign_in
 
 pytestmark = pytest.mark.live
 
@@ -42,7 +42,7 @@ def ada(hub: Hub) -> Iterator[requests.Session]:
     """A browser signed in to the dashboard with the link ``manage.py login`` printed."""
     session = requests.Session()
     link = manage(hub, "login", "--url", hub.url, "--user", "ada")
-    response = session.get(link, timeout=30)
+    response = sign_in(session, link)
     assert response.status_code == 200, response.text  # the overview, after the link's redirect
     assert response.url == hub.url + "/"
     yield session
@@ -126,7 +126,7 @@ def test_it_pushes_each_new_message_as_an_escaped_row_with_its_id(hub, ada):
     response, stream = open_live(ada, hub, since=since)
     with response:
         evil = f"{SCRIPT}{IMG}"
-        message = post(hub, from_agent=f"mallory{SCRIPT}", body=evil, thread_id=f"t{IMG}")
+        message = post(hub, from_agent="mallory<script>alert(1)", body=evil, thread_id=f"t{IMG}")
 
         [event] = [e for e in read_until(stream, "message") if e.name == "message"]
 
@@ -239,7 +239,7 @@ def test_an_agent_taking_a_reply_refreshes_the_waiting_region(hub, ada):
 
 def test_the_stream_ends_soon_after_its_user_signs_out(hub):
     session = requests.Session()
-    assert session.get(manage(hub, "login", "--url", hub.url, "--user", "ada"), timeout=30).status_code == 200
+    assert sign_in(session, manage(hub, "login", "--url", hub.url, "--user", "ada")).status_code == 200
     response, stream = open_live(session, hub)
     with response:
         token = session.cookies["csrftoken"]

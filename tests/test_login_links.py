@@ -30,7 +30,7 @@ from coordination.core import services
 from coordination.core.errors import Invalid, Unauthorized
 from coordination.core.models import LoginLink
 from coordination.process.signin import sign_in_url as _login
-from tests.hubproc import Hub, manage
+from tests.hubproc import Hub, manage, sign_in
 
 pytestmark = pytest.mark.django_db
 
@@ -39,7 +39,9 @@ LINK = re.compile(r"^http://hub\.test:6969/login/([A-Za-z0-9_-]{40,})$")
 
 
 def open_link(browser: Client, token: str):
-    return browser.get(f"/login/{token}")
+    """Open the link and press its button: the GET shows the page, the POST signs in."""
+    assert browser.get(f"/login/{token}").status_code == 200
+    return browser.post(f"/login/{token}")
 
 
 def signed_in_as(browser: Client) -> str | None:
@@ -164,15 +166,38 @@ def test_an_unknown_link_is_refused(db, token):
 def test_a_link_is_refused_to_a_remote_browser_while_remote_access_is_off(db):
     token = services.login_link_mint(username="ada")
 
-    assert Client().get(f"/login/{token}", REMOTE_ADDR="203.0.113.5").status_code == 403
+    assert Client().post(f"/login/{token}", REMOTE_ADDR="203.0.113.5").status_code == 403
     assert LoginLink.objects.get().used_at is None  # still good on the hub's machine
     assert open_link(Client(), token).status_code == 302
 
 
-def test_a_post_to_a_link_is_refused(db):
+def test_a_get_shows_a_button_and_uses_nothing_so_a_link_preview_cannot_burn_it(db):
+    token = services.login_link_mint(username="ada")
+    previewer, ada = Client(), Client()
+
+    for _ in range(3):  # a chat app's preview, a mail scanner, the human's own first click
+        page = previewer.get(f"/login/{token}")
+        assert page.status_code == 200
+        assert 'id="sign-in"' in page.content.decode()
+        assert 'method="post"' in page.content.decode()
+    assert LoginLink.objects.get().used_at is None
+    assert signed_in_as(previewer) is None
+    assert open_link(ada, token).status_code == 302
+    assert signed_in_as(ada) == "ada"
+
+
+def test_the_button_needs_the_pages_csrf_token(db):
+    token = services.login_link_mint(username="ada")
+    strict = Client(enforce_csrf_checks=True)
+
+    assert strict.post(f"/login/{token}").status_code == 403
+    assert LoginLink.objects.get().used_at is None
+
+
+def test_other_methods_on_a_link_are_refused(db):
     token = services.login_link_mint(username="ada")
 
-    assert Client().post(f"/login/{token}").status_code == 405
+    assert Client().put(f"/login/{token}").status_code == 405
     assert LoginLink.objects.get().used_at is None
 
 
@@ -238,7 +263,11 @@ def test_ensure_beside_a_hub_gives_a_login_url_that_signs_in(live_hub: Hub):
 
     assert answer["login_url"].startswith(f"{live_hub.url}/login/")
     browser = requests.Session()
-    response = browser.get(answer["login_url"], timeout=30)
+    response = sign_in(browser, answer["login_url"])
     assert (response.status_code, response.url) == (200, f"{live_hub.url}/")
     assert "Overview" in response.text
-    assert browser.get(answer["login_url"], timeout=30).status_code == 401
+    token = browser.cookies["csrftoken"]
+    again = browser.post(
+        answer["login_url"], data={"csrfmiddlewaretoken": token}, headers={"Referer": answer["login_url"]}
+    )
+    assert again.status_code == 401

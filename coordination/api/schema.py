@@ -1033,7 +1033,7 @@ def serializer_in(view_function: Callable[..., Any]) -> type[input_shapes.ArcSer
         for name in current.co_names:
             operation = getattr(core_operations, name, None)
             if inspect.isfunction(operation) and operation.__module__ == core_operations.__name__:
-                pending.append(operation.__code__)
+                pending.append(inspect.unwrap(operation).__code__)
     found = [
         shape
         for name, shape in vars(input_shapes).items()
@@ -1075,7 +1075,7 @@ class ArcAutoSchema(AutoSchema):
         notes = {
             "open": "Needs no key.",
             "agent": "Loopback clients need no key unless ARC_AUTH=required; others send their agent key.",
-            "admin": "Needs an admin key (`manage.py invite --admin`) or a staff login.",
+            "admin": "Needs an admin key (`manage.py invite --admin`) or a hub admin's sign-in (a superuser, or staff with `operate_hub`).",
             "loopback-or-admin": "Loopback clients, or an admin key.",
         }
         return f"{self.doc.description}\n\n{notes[self.doc.access]}"

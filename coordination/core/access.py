@@ -7,7 +7,8 @@ Each request (REST, SSE, WebSocket, MCP, relay envelope, dashboard) resolves to 
   within the key's rooms (none listed: all rooms), as an admin if the key is one;
 - no key, from loopback, under ``ARC_AUTH=loopback-open`` (the default): acts as
   any agent, as Arc does, so Arc's clients keep working — but is not an admin;
-- a staff user logged in to the dashboard: an admin acting as ``operator``.
+- a staff user signed in to the dashboard: the ``operator``, recorded as that human in the
+  hub's notices, and an admin if ``staff_admin`` says so (the same rule as the Django admin's).
 
 Anything else is refused: no key where one is needed (401), a bad key (401), a
 remote client while remote access is off (403).
@@ -77,6 +78,12 @@ class Identity:
     admin: bool = False
     loopback: bool = True
     expires_at: datetime | None = None
+    human: str | None = None  # the signed-in user acting as the operator (dashboard, Django admin)
+
+    @property
+    def actor(self) -> str:
+        """Who an action is recorded as in the hub's notices: the human who acted, else the agent."""
+        return self.human or self.agent_id or OPERATOR
 
     def seconds_left(self) -> float | None:
         """Seconds until the key expires (``None``: it does not)."""
@@ -192,7 +199,7 @@ class Identity:
 
     def require_admin(self, action: str) -> None:
         if not self.admin:
-            raise Forbidden(f"{action} needs an admin key (manage.py invite --admin) or a staff login")
+            raise Forbidden(f"{action} needs an admin key (manage.py invite --admin) or a hub admin's sign-in")
 
 
 class RateLimiter:
@@ -323,7 +330,25 @@ def of(request: Any) -> Identity:
     return identity
 
 
-def resolve(*, authorization: str | None, client: str | None, staff_user: bool = False) -> Identity:
+ADMIN_PERMISSION = "coordination.operate_hub"
+
+
+def staff_member(user: Any) -> bool:
+    """May ``user`` (a Django user) read the hub in the dashboard and the Django admin? An active staff user."""
+    return bool(getattr(user, "is_authenticated", False) and user.is_active and user.is_staff)
+
+
+def staff_admin(user: Any) -> bool:
+    """May ``user`` act on the hub as an admin — mint and revoke keys, close rooms, force-release work,
+    retry dead letters, act on any task, toggle the network — in the dashboard and the Django admin alike?
+
+    The one rule for both doors: an active staff user who is a superuser or holds the
+    ``operate_hub`` permission (the sign-in links make superusers).
+    """
+    return staff_member(user) and bool(user.is_superuser or user.has_perm(ADMIN_PERMISSION))
+
+
+def resolve(*, authorization: str | None, client: str | None, staff: Any = None) -> Identity:
     """The identity of a request, from its ``Authorization`` header and its client's address.
 
     ``Unauthorized`` for a bad, revoked or expired key, or a missing one where one is needed;
@@ -339,8 +364,8 @@ def resolve(*, authorization: str | None, client: str | None, staff_user: bool =
         if scheme.lower() != "bearer" or not presented.strip():
             raise Unauthorized("Authorization must be 'Bearer <agent key>'")
         return identity_for_key(services.key_authenticate(presented=presented.strip()), loopback=loopback)
-    if staff_user:
-        return Identity(agent_id=OPERATOR, admin=True, loopback=loopback)
+    if staff is not None and staff_member(staff):
+        return Identity(agent_id=OPERATOR, admin=staff_admin(staff), loopback=loopback, human=staff.get_username())
     if not loopback:
         raise Unauthorized("requests from other machines need an agent key (Authorization: Bearer <key>)")
     if settings.ARC_AUTH == "required":

@@ -486,6 +486,10 @@ class HubState(models.Model):
         default=False, help_text="True once the network toggle was used; then it wins over ARC_ALLOW_REMOTE."
     )
 
+    class Meta:
+        # The hub's one admin right for staff users (coordination.core.access.staff_admin).
+        permissions = [("operate_hub", "Can administer the hub: keys, rooms, work, deliveries, network")]
+
     def __str__(self) -> str:
         return f"hub born {iso(self.created_at)}"
 

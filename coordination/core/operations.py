@@ -23,7 +23,7 @@ from typing import Any, TypeVar, cast
 
 from coordination.core import hub, idempotency, search, selectors, services
 from coordination.core import inputs as shapes
-from coordination.core.access import OPERATOR, Identity
+from coordination.core.access import Identity
 from coordination.core.errors import Invalid
 from coordination.core.models import Message
 from coordination.core.parsing import require_id
@@ -80,8 +80,8 @@ def _named_agent(args: tuple[Any, ...]) -> str:
 
 
 def _acting(who: Identity) -> str:
-    """Who an admin action is recorded as: the key's agent, or the operator (a staff sign-in)."""
-    return who.agent_id or OPERATOR
+    """Who an admin action is recorded as: the human who acted (a staff sign-in), else the key's agent."""
+    return who.actor
 
 
 # ── Sessions ──────────────────────────────────────────────────────────────

@@ -36,7 +36,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.typing import Origin
 
 from coordination.client import relay_request, spool_name, spool_write
-from tests.hubproc import ROOT, Hub, manage
+from tests.hubproc import ROOT, Hub, manage, sign_in
 
 WAIT_SEC = 60.0  # the longest any one answer may take on a busy machine: generous, never a schedule
 
@@ -551,7 +551,7 @@ class Dashboard(Door):
         super().__init__(hub)
         self.session = requests.Session()
         link = manage(hub, "login", "--url", hub.url, "--user", "parity")
-        assert self.session.get(link, timeout=WAIT_SEC).status_code == 200
+        assert sign_in(self.session, link, timeout=WAIT_SEC).status_code == 200
 
     def close(self) -> None:
         self.session.close()
