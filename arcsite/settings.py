@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import secrets
 import stat
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -218,7 +219,10 @@ if ARC_PRODUCTION:
         SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 
 INSTALLED_APPS = [
-    "daphne",
+    # Daphne's app only makes `runserver` serve ASGI (WebSockets included); importing it loads
+    # Twisted, half a second of every command, so it is installed for `runserver` alone.
+    # `up` (the way to serve the hub) starts Daphne's server itself.
+    *(["daphne"] if sys.argv[1:2] == ["runserver"] else []),
     "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",

@@ -3,15 +3,26 @@
 On the PostgreSQL run (``ARC_DATABASE_URL`` set) each live hub gets a fresh
 database of its own, created here and dropped afterwards, so live tests never
 share state with pytest-django's test database.
+
+A fresh hub's storage starts as a copy of one migrated once per test process (a SQLite
+file; a PostgreSQL template database): the same schema ``manage.py up`` would build, made
+once instead of at each of the suite's hundred hub starts. Only the schema and the
+migrations' own rows (the default rooms) are in it: each hub is still born on its first
+start (its birth marker, so its instance id, is its own). ``up`` still runs ``migrate``,
+which finds nothing to do; the tests of a first start on empty storage (tests/test_commands.py)
+start without the copy (``fresh_storage=True``).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -75,6 +86,62 @@ def hub_env(home: Path, database_url: str | None = None, **extra: str) -> dict[s
     return env
 
 
+_template_lock = threading.Lock()
+_templates: dict[str, str] = {}
+
+
+def _migrated_once(kind: str, make: Any) -> str:
+    """The storage template of this kind for this test process, made by ``make()`` on first use."""
+    with _template_lock:
+        if kind not in _templates:
+            _templates[kind] = make()
+        return _templates[kind]
+
+
+def _migrate(env: dict[str, str]) -> None:
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "manage.py"), "migrate", "-v0"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+
+
+def _sqlite_template() -> str:
+    def make() -> str:
+        home = Path(tempfile.mkdtemp(prefix="arc-template-"))
+        _migrate(hub_env(home))
+        return str(home / "arc.sqlite3")  # the last connection closed: the WAL is folded into the file
+
+    return _migrated_once("sqlite", make)
+
+
+def _pg_template() -> str:
+    """A PostgreSQL database migrated once, to create each live hub's database from (``CREATE DATABASE ... TEMPLATE``)."""
+
+    def make() -> str:
+        import atexit
+
+        import psycopg
+
+        name = f"arc_template_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+        admin = _with_database(PG_URL, "postgres")
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        _migrate(hub_env(Path(tempfile.mkdtemp(prefix="arc-template-")), _with_database(PG_URL, name)))
+
+        def drop() -> None:
+            with suppress(Exception), psycopg.connect(admin, autocommit=True) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+        atexit.register(drop)
+        return name
+
+    return _migrated_once("postgres", make)
+
+
 def start_hub(
     home: Path,
     *,
@@ -83,10 +150,18 @@ def start_hub(
     args: tuple[str, ...] = (),
     timeout: float = 60.0,
     extra_env: dict[str, str] | None = None,
+    fresh_storage: bool = False,
 ) -> Hub:
-    """Start ``manage.py up`` and wait until it prints its URL; ``extra_env`` adds environment variables."""
+    """Start ``manage.py up`` and wait until it prints its URL; ``extra_env`` adds environment variables.
+
+    On SQLite a home without a database gets a copy of the migrated template (see the module's
+    docstring), unless ``fresh_storage`` or ``extra_env`` names its own ``ARC_STORAGE``.
+    """
     home.mkdir(parents=True, exist_ok=True)
     env = hub_env(home, database_url, **(extra_env or {}))
+    storage = home / "arc.sqlite3"
+    if not (database_url or fresh_storage or "ARC_STORAGE" in env or storage.exists()):
+        shutil.copyfile(_sqlite_template(), storage)
     proc = subprocess.Popen(
         [sys.executable, str(ROOT / "manage.py"), "up", "--port", str(port), *args],
         cwd=str(home),
@@ -136,9 +211,10 @@ def live_database() -> Iterator[str | None]:
     import psycopg
 
     name = f"arc_live_{uuid.uuid4().hex[:12]}"
+    template = _pg_template()
     admin = _with_database(PG_URL, "postgres")
     with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
+        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
     try:
         yield _with_database(PG_URL, name)
     finally:

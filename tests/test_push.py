@@ -282,3 +282,40 @@ def test_the_dispatcher_calls_a_reader_only_for_what_it_can_see() -> None:
     dispatcher.deliver(message(4, "direct", to_agent="carol"))
     dispatcher.deliver({"event": "claim", "id": 5})
     assert seen == {"ops": [2], "bob": [3], "all": [1, 2], "claims": [5]}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_request_still_publishing_after_the_serving_loop_stopped_does_not_wait_for_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A hub stopping (SIGTERM) while a worker thread commits: its event is dropped, not waited on forever.
+
+    The worker runs under ``sync_to_async`` on the serving loop, as a request does; the loop
+    stops before the worker publishes. Waiting for the stopped loop would leave the thread
+    (and so the process, which joins it at exit) hanging: measured as a hub that ignored
+    SIGTERM until killed.
+    """
+    monkeypatch.setattr(events, "_loop", None)
+    loop = asyncio.new_event_loop()
+    go, published = threading.Event(), threading.Event()
+
+    def request_work() -> None:
+        go.wait(10)
+        events.publish("delivery", {"message_id": 1, "agent_id": "bob"})  # no transaction: at once
+        published.set()
+
+    async def serve() -> None:
+        events.bind_loop(asyncio.get_running_loop())
+        asyncio.ensure_future(sync_to_async(request_work)())
+        await asyncio.sleep(0.05)  # the worker thread is running and waits for go
+        loop.stop()
+
+    try:
+        loop.create_task(serve())
+        loop.run_forever()  # returns once serve() stops the loop
+        go.set()
+        assert published.wait(10), "the worker thread waited for the stopped loop"
+    finally:
+        go.set()
+        loop.run_until_complete(asyncio.sleep(0.2))  # let a hung worker finish, so the suite can exit
+        loop.close()

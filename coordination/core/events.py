@@ -87,6 +87,12 @@ def _send(message: dict[str, Any]) -> None:
             # Fire and forget from a worker thread: the request does not wait for the fan-out.
             asyncio.run_coroutine_threadsafe(_group_send(layer, message), loop)
         return
+    if loop is not None and not loop.is_closed():
+        # The serving loop has stopped (the process is shutting down): a worker thread still
+        # finishing a request must not wait on it (async_to_sync would wait for the stopped loop
+        # forever, and the process would never exit). Readers' gap checks recover the event.
+        log.debug("not publishing %s event: the serving loop has stopped", message.get("event"))
+        return
     # No serving loop in this process (a management command, a test): send inline.
     async_to_sync(_group_send)(layer, message)
 

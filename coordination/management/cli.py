@@ -12,7 +12,13 @@ from coordination.process.storage import storage_ready
 
 
 class HubCommand(BaseCommand):
-    """A command on the hub's own storage (``invite``, ``keys``, ``revoke``, ``login``): it is made ready first."""
+    """A command on the hub's own storage (``invite``, ``keys``, ``revoke``, ``login``): it is made ready first.
+
+    No system checks: they import the whole site (URLs, API schema, dashboard) to check it, a
+    second of every run, and these commands use none of it; ``up`` and ``manage.py check`` run them.
+    """
+
+    requires_system_checks: list[str] = []
 
     def execute(self, *args: Any, **options: Any) -> Any:
         if not options.get("help"):
