@@ -298,6 +298,7 @@ def test_a_request_still_publishing_after_the_serving_loop_stopped_does_not_wait
     monkeypatch.setattr(events, "_loop", None)
     loop = asyncio.new_event_loop()
     go, published = threading.Event(), threading.Event()
+    tasks: list[asyncio.Future[Any]] = []
 
     def request_work() -> None:
         go.wait(10)
@@ -306,12 +307,12 @@ def test_a_request_still_publishing_after_the_serving_loop_stopped_does_not_wait
 
     async def serve() -> None:
         events.bind_loop(asyncio.get_running_loop())
-        asyncio.ensure_future(sync_to_async(request_work)())
+        tasks.append(asyncio.ensure_future(sync_to_async(request_work)()))
         await asyncio.sleep(0.05)  # the worker thread is running and waits for go
         loop.stop()
 
     try:
-        loop.create_task(serve())
+        tasks.append(loop.create_task(serve()))
         loop.run_forever()  # returns once serve() stops the loop
         go.set()
         assert published.wait(10), "the worker thread waited for the stopped loop"
