@@ -8,9 +8,9 @@ A fresh hub's storage starts as a copy of one migrated once per test process (a 
 file; a PostgreSQL template database): the same schema ``manage.py up`` would build, made
 once instead of at each of the suite's hundred hub starts. Only the schema and the
 migrations' own rows (the default rooms) are in it: each hub is still born on its first
-start (its birth marker, so its instance id, is its own). ``up`` still runs ``migrate``,
-which finds nothing to do; the tests of a first start on empty storage (tests/test_commands.py)
-start without the copy (``fresh_storage=True``).
+start (its birth marker, so its instance id, is its own). ``up`` still checks its
+migrations and finds none pending. A first start on empty storage is tested where the commands
+start their own hubs (``ensure`` and ``up`` in tests/test_commands.py).
 """
 
 from __future__ import annotations
@@ -150,17 +150,16 @@ def start_hub(
     args: tuple[str, ...] = (),
     timeout: float = 60.0,
     extra_env: dict[str, str] | None = None,
-    fresh_storage: bool = False,
 ) -> Hub:
     """Start ``manage.py up`` and wait until it prints its URL; ``extra_env`` adds environment variables.
 
     On SQLite a home without a database gets a copy of the migrated template (see the module's
-    docstring), unless ``fresh_storage`` or ``extra_env`` names its own ``ARC_STORAGE``.
+    docstring), unless ``extra_env`` names its own ``ARC_STORAGE``.
     """
     home.mkdir(parents=True, exist_ok=True)
     env = hub_env(home, database_url, **(extra_env or {}))
     storage = home / "arc.sqlite3"
-    if not (database_url or fresh_storage or "ARC_STORAGE" in env or storage.exists()):
+    if not (database_url or "ARC_STORAGE" in env or storage.exists()):
         shutil.copyfile(_sqlite_template(), storage)
     proc = subprocess.Popen(
         [sys.executable, str(ROOT / "manage.py"), "up", "--port", str(port), *args],

@@ -142,8 +142,14 @@ async def test_a_long_poll_woken_by_a_post(monkeypatch):
             break
         await asyncio.sleep(0.01)
     with statements() as seen:
-        await sync_to_async(services.message_post)(from_agent="alice", to_agent="bob", body="wake up")
-        posted = len(seen)
+
+        def post() -> int:
+            """Post, and count the statements so far in the same thread call: the wake's work, which
+            shares this thread (sync_to_async is thread-sensitive), cannot start before the count."""
+            services.message_post(from_agent="alice", to_agent="bob", body="wake up")
+            return len(seen)
+
+        posted = await sync_to_async(post)()
         start = await poll.receive_output(timeout=30)
         body = await poll.receive_output(timeout=30)
         for _ in range(3000):  # until the poll has unsubscribed, its work done

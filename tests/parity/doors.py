@@ -364,12 +364,23 @@ class McpDoor(Door):
         """Whether the door refuses a session as ``agent`` with ``who``'s key, before any tool runs."""
         raise NotImplementedError
 
+    def refusal_before_session(self, who: Persona) -> Outcome | None:
+        """Asked before ``who``'s session opens: would the door refuse it?"""
+        return self.refusal(who, who.agent)
+
     def tool(self, who: Persona, name: str, *, created: bool = False, **arguments: Any) -> Outcome:
-        refused = self.refusal(who, who.agent)
-        if refused is not None:
-            return refused
         if who not in self.sessions:
-            self.sessions[who] = self._stack.enter_context(self.portal.wrap_async_context_manager(self.client(who)))
+            refused = self.refusal_before_session(who)
+            if refused is not None:
+                return refused
+            try:
+                session = self._stack.enter_context(self.portal.wrap_async_context_manager(self.client(who)))
+            except Exception:
+                refused = self.refusal(who, who.agent)  # the session did not start: the door says why
+                if refused is None:
+                    raise
+                return refused
+            self.sessions[who] = session
         result = self.portal.call(self.sessions[who].call_tool, name, arguments)
         if result.is_error:
             text = " ".join(getattr(part, "text", "") for part in result.content)
@@ -470,6 +481,10 @@ class McpStdio(McpDoor):
             command=sys.executable, args=self.args(who.agent), env=self.env(who), cwd=str(self.hub.home)
         )
         return Client(params)
+
+    def refusal_before_session(self, who: Persona) -> Outcome | None:
+        """Nothing to ask first: a refused session does not start, and then ``refusal`` says why."""
+        return None
 
     def refusal(self, who: Persona, agent: str) -> Outcome | None:
         """Start ``manage.py mcp`` with no client on stdin: it registers first, then serves until EOF.
