@@ -64,6 +64,17 @@ class Persona(ApiClient):
         super().__init__(key=self.secret)
 
 
+def staff_client(username: str, *permissions: str) -> Client:
+    """A browser signed in as a new staff user (not a superuser) holding these ``coordination`` permissions."""
+    from django.contrib.auth.models import Permission, User
+
+    user = User.objects.create_user(username, f"{username}@example.com", "pw", is_staff=True)
+    user.user_permissions.add(*(Permission.objects.get(codename=codename) for codename in permissions))
+    client = Client()
+    client.force_login(user)
+    return client
+
+
 @pytest.fixture
 def api(db: None) -> ApiClient:
     hub_module.forget_instance_id()

@@ -25,6 +25,7 @@ from django.urls import reverse
 
 from coordination.core import services
 from coordination.core.models import AgentKey, Claim, Delivery, Lock, Message, Room, Session, Task
+from tests.conftest import staff_client
 
 pytestmark = pytest.mark.django_db
 
@@ -243,16 +244,8 @@ def test_staff_who_may_only_view_claims_cannot_force_release_them(hub: Hub) -> N
     assert Claim.objects.get(pk="deploy-7").released_at is None
 
 
-def staff(username: str, *permissions: str) -> Client:
-    user = User.objects.create_user(username, f"{username}@example.com", "pw", is_staff=True)
-    user.user_permissions.add(*(Permission.objects.get(codename=codename) for codename in permissions))
-    client = Client()
-    client.force_login(user)
-    return client
-
-
 def test_staff_without_the_hub_permission_read_every_list_and_change_nothing(hub: Hub) -> None:
-    otto = staff("otto")
+    otto = staff_client("otto")
 
     for model in ("message", "claim", "lock", "task", "delivery", "agentkey", "room", "session"):
         response = otto.get(changelist(model))
@@ -267,7 +260,7 @@ def test_staff_without_the_hub_permission_read_every_list_and_change_nothing(hub
 
 
 def test_staff_with_the_operate_hub_permission_run_the_actions_recorded_as_themselves(hub: Hub) -> None:
-    petra = staff("petra", "operate_hub")
+    petra = staff_client("petra", "operate_hub")
 
     response = petra.post(changelist("claim"), {"action": "force_release", "_selected_action": ["deploy-7"]})
 

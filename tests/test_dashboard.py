@@ -28,7 +28,7 @@ from django.utils.html import escape
 
 from coordination.core import services
 from coordination.core.models import AgentKey, Claim, Delivery, Lock, Message, Room, Task
-from tests.conftest import ApiClient
+from tests.conftest import ApiClient, staff_client
 
 pytestmark = pytest.mark.django_db
 
@@ -61,16 +61,6 @@ def nina(agents: ApiClient) -> Client:
     """A signed-in Django user who is not staff."""
     client = Client()
     client.force_login(User.objects.create_user("nina", "nina@example.com", "pw"))
-    return client
-
-
-def staff_client(username: str, *permissions: str) -> Client:
-    from django.contrib.auth.models import Permission
-
-    user = User.objects.create_user(username, f"{username}@example.com", "pw", is_staff=True)
-    user.user_permissions.add(*(Permission.objects.get(codename=codename) for codename in permissions))
-    client = Client()
-    client.force_login(user)
     return client
 
 
