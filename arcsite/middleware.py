@@ -8,6 +8,7 @@ non-loopback clients while remote access is off and stamps ``X-Arc-Instance``.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -27,11 +28,19 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 
 class BodyLimit:
-    """Reject request bodies over ``ARC_MAX_REQUEST_BYTES`` with 413, reading no more than the cap."""
+    """Reject request bodies over ``ARC_MAX_REQUEST_BYTES`` with 413, reading no more than the cap;
+    and bodies that take longer than ``ARC_BODY_TIMEOUT_SEC`` to arrive with 408.
 
-    def __init__(self, app: Any, limit: int | None = None) -> None:
+    A declared ``Content-Length`` over the cap is answered before any of the body is read; a
+    chunked body as soon as it passes the cap. Either way the connection is closed after the
+    answer, so the rest is never read. (Under Daphne, which buffers whole bodies first, the
+    declared case still answers without the app reading it, but only once Daphne has it.)
+    """
+
+    def __init__(self, app: Any, limit: int | None = None, timeout: float | None = None) -> None:
         self.app = app
         self.limit = limit if limit is not None else settings.ARC_MAX_REQUEST_BYTES
+        self.timeout = timeout if timeout is not None else settings.ARC_BODY_TIMEOUT_SEC
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -45,34 +54,40 @@ class BodyLimit:
             await _reply(send, 413, f"request body exceeds max size ({self.limit} bytes)")
             return
         seen = 0
-        too_large = False
+        refusal: tuple[int, str] | None = None
+        body_done = False
+        deadline = asyncio.get_running_loop().time() + self.timeout
 
-        async def counted_receive() -> dict[str, Any]:
-            nonlocal seen, too_large
-            message = await receive()
+        async def guarded_receive() -> dict[str, Any]:
+            nonlocal seen, refusal, body_done
+            if body_done:
+                return await receive()  # (Django waiting for the client to leave, during a stream)
+            try:
+                async with asyncio.timeout_at(deadline):  # (no task per call, unlike wait_for)
+                    message = await receive()
+            except TimeoutError:
+                refusal = (408, f"request body not received within {self.timeout:g}s")
+                return {"type": "http.disconnect"}  # the app stops reading; we answer
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
+                body_done = not message.get("more_body", False)
                 if seen > self.limit:
-                    too_large = True
-                    # Stop the app reading further: it sees a disconnect, we answer 413.
+                    refusal = (413, f"request body exceeds max size ({self.limit} bytes)")
                     return {"type": "http.disconnect"}
             return message
 
-        if declared is not None:
-            await self.app(scope, receive, send)
-            return
         started = False
 
         async def tracked_send(message: dict[str, Any]) -> None:
             nonlocal started
-            if too_large:
+            if refusal is not None and not started:
                 return
             started = started or message["type"] == "http.response.start"
             await send(message)
 
-        await self.app(scope, counted_receive, tracked_send)
-        if too_large and not started:
-            await _reply(send, 413, f"request body exceeds max size ({self.limit} bytes)")
+        await self.app(scope, guarded_receive, tracked_send)
+        if refusal is not None and not started:
+            await _reply(send, *refusal)
 
 
 def _content_length(scope: Scope) -> int | None:

@@ -129,6 +129,11 @@ if ARC_WS_IDLE_SEC <= ARC_WS_PING_SEC:
 # Arc's clients default to ./.arc-relay; so do we, so `ArcClient.over_relay(agent)` works unchanged.
 ARC_SPOOL_DIR = Path(envstr("ARC_SPOOL_DIR", str(Path.cwd() / ".arc-relay"))).expanduser().absolute()
 
+# A request's line and headers must arrive within ARC_HEADER_TIMEOUT_SEC (the connection is closed
+# after) and its body within ARC_BODY_TIMEOUT_SEC (408 after): a stalled or trickling client costs
+# a socket, never a worker.
+ARC_HEADER_TIMEOUT_SEC = envint("ARC_HEADER_TIMEOUT_SEC", 10, minimum=1)
+ARC_BODY_TIMEOUT_SEC = envint("ARC_BODY_TIMEOUT_SEC", 30, minimum=1)
 # Arc's request-body hard cap: the largest message a client may legitimately send
 # (body + every attachment at its cap) plus 64 KiB of JSON framing.
 ARC_MAX_REQUEST_BYTES = ARC_MAX_BODY_CHARS + ARC_MAX_ATTACHMENT_CHARS * ARC_MAX_ATTACHMENTS + 65_536

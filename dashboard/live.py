@@ -88,6 +88,8 @@ async def live(request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
                     last_check = time.monotonic()
                 wait = min(KEEPALIVE_SEC - (time.monotonic() - last_sent), RECHECK_SEC)
                 rows, others = await feed.next(max(0.0, wait))
+                if feed.draining:
+                    return  # the hub process is stopping: the page reconnects (EventSource does)
                 if others:
                     yield "".join(_region_events([], others)).encode()
                     last_sent = time.monotonic()

@@ -220,6 +220,8 @@ class LocalBackend:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise hub_error(f"no result for task {task_id} after {timeout:g}s", 408)
+                if feed.draining:
+                    raise hub_error("the hub is restarting; wait for the result again", 503)
                 rows, _others = await feed.next(left)
 
     async def lease(self, *, max_messages: int, lease_sec: int) -> list[dict[str, Any]]:

@@ -203,6 +203,13 @@ async def stream(request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
                             return
                         wait = min(wait, left)
                     rows, others = await feed.next(wait)
+                    if feed.draining:
+                        # The hub process is stopping: what arrived, then reconnect (to another worker).
+                        if rows and "message" in types:
+                            yield _sse_messages(rows)
+                            marker.note(rows, feed.cursor)
+                        yield b'retry: 500\nevent: hub\ndata: {"action": "draining"}\n\n'
+                        return
                     if any(who.ended_by(event) for event in others):
                         yield b'event: key\ndata: {"action": "revoked"}\n\n'
                         return  # the key was revoked: close the stream now

@@ -35,6 +35,8 @@ from django.db import transaction
 log = logging.getLogger("arc.events")
 
 GROUP = "arc.events"
+# What every listener of a stopping process hears (``Dispatcher.drain``): answer now, clients reconnect.
+DRAINING: dict[str, Any] = {"event": "hub", "action": "draining"}
 # Bigger message payloads are not copied through the channel layer; readers fetch them.
 MAX_INLINE_PAYLOAD = 64 * 1024
 
@@ -188,6 +190,7 @@ class Dispatcher:
         self._task: asyncio.Task[None] | None = None
         self._ready: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self.draining = False
 
     async def add(self, listener: Listener, route: Route | None = None) -> None:
         """Register ``listener`` (for the events ``route`` names; all without one).
@@ -207,6 +210,17 @@ class Dispatcher:
             self._task = loop.create_task(self._run(self._ready))
         assert self._ready is not None
         await self._ready.wait()
+        if self.draining:
+            listener(DRAINING)  # came in while the process stops: told at once
+
+    def drain(self) -> None:
+        """The process is stopping: tell every listener (whatever its route), and every later one."""
+        self.draining = True
+        for listener in list(self._listeners):
+            try:
+                listener(DRAINING)
+            except Exception:
+                log.exception("event listener failed")
 
     def remove(self, listener: Listener) -> None:
         for bucket in self._listeners.pop(listener, []):

@@ -131,6 +131,8 @@ class MessageFeed:
     event_types: frozenset[str] = frozenset()
     _queue: asyncio.Queue[dict[str, Any]] = field(default_factory=asyncio.Queue)
     _started: bool = False
+    # The serving process is stopping (``events.DRAINING``): ``next`` waits no more; answer and end.
+    draining: bool = False
 
     async def __aenter__(self) -> MessageFeed:
         await events.dispatcher.add(self._on_event, self.filter.route(self.event_types))
@@ -147,7 +149,10 @@ class MessageFeed:
         reader filters without the payload; an idle reader costs one call per message.
         """
         kind = event.get("event")
-        if kind == "message":
+        if event is events.DRAINING:
+            self.draining = True
+            self._queue.put_nowait(event)
+        elif kind == "message":
             if self.filter.matches(event):
                 self._queue.put_nowait(event)
         elif kind == "room":
@@ -167,7 +172,7 @@ class MessageFeed:
         Returns ``(messages, other_events)``; both empty when the time ran out.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
+        while not self.draining:
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
                 return [], []
@@ -178,6 +183,7 @@ class MessageFeed:
             messages, others = await self._take([event, *self._drain()])
             if messages or others:
                 return messages, others
+        return [], [events.DRAINING]
 
     def _drain(self) -> Iterable[dict[str, Any]]:
         while not self._queue.empty():
@@ -187,6 +193,8 @@ class MessageFeed:
         messages: list[dict[str, Any]] = []
         others: list[dict[str, Any]] = []
         for event in batch:
+            if event is events.DRAINING:
+                continue  # ``draining`` says it; ``next`` returns it once nothing else is left
             if event.get("event") != "message":
                 others.append(event)
                 continue
@@ -280,8 +288,8 @@ class Presence:
         events.dispatcher.remove(self._on_event)
 
     def _on_event(self, event: dict[str, Any]) -> None:
-        if event.get("event") == "presence":
-            self._changed.set()
+        if event.get("event") in ("presence", "hub"):
+            self._changed.set()  # (a draining process answers its waiters now)
 
     async def changed(self, timeout: float) -> bool:
         """Wait up to ``timeout`` seconds for a change; ``False`` when none came."""
@@ -325,7 +333,7 @@ async def long_poll(
         # Read once subscribed: a close from now on wakes the wait, an earlier one shows here.
         closed = room is not None and await sync_to_async(_room_closed_or_missing)(room)
         rows = await feed.backlog()
-        while not rows and not closed and (left := deadline - time.monotonic()) > 0:
+        while not rows and not closed and not feed.draining and (left := deadline - time.monotonic()) > 0:
             rows, others = await feed.next(left)
             if room is not None and any(closes_room(event, room) for event in others):
                 closed = True
@@ -364,11 +372,14 @@ async def gather(
     """
     wanted = set(question_ids)
     woken = asyncio.Event()
-    closed = False
+    closed = draining = False
 
     def on_event(event: dict[str, Any]) -> None:
-        nonlocal closed
+        nonlocal closed, draining
         if event.get("event") == "message" and event.get("reply_to") in wanted:
+            woken.set()
+        elif event is events.DRAINING:
+            draining = True
             woken.set()
         elif room is not None and closes_room(event, room):
             closed = True
@@ -389,8 +400,8 @@ async def gather(
                 break
             woken.clear()
             replies = await sync_to_async(visible)()
-            if closed:
-                break  # nobody can reply in a closed room
+            if closed or draining:
+                break  # nobody can reply in a closed room; a stopping process answers now
     finally:
         events.dispatcher.remove(on_event)
     return replies, len(replies) >= max_replies, closed

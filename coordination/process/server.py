@@ -1,22 +1,37 @@
-"""Serving a hub: Daphne on ``host:port`` with the sweeper, background services and the pidfile (docs/deployment.md).
+"""Serving a hub: Uvicorn on ``host:port`` with the sweeper, background services and the pidfile (docs/deployment.md).
 
 The site's ``up`` command composes the pieces (the ASGI application, the in-hub relay)
 and hands them here; this module knows how a hub process starts, announces itself and
-stops, not which doors it serves.
+stops, not which doors it serves. ``coordination.process.workers`` runs several of these
+processes on one listening socket.
+
+Why Uvicorn (httptools, uvloop) and not Daphne, which ``runserver`` still uses: Daphne
+buffers a whole request body before the application sees any of it, so a 413 cannot
+come before the body is read (SPEC section 10), and its Twisted loop costs more CPU per
+request; the figures are in docs/performance.md.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+import signal
+import socket
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from types import FrameType
 from typing import Any, Protocol
+
+from django.conf import settings
 
 from coordination.core import events
 from coordination.process import discovery
 from coordination.process.sweeper import Sweeper
 
 log = logging.getLogger("arc.up")
+
+# At SIGTERM: streams are told to reconnect at once; other requests get this long to finish.
+DRAIN_SEC = 10
 
 
 class Background(Protocol):
@@ -27,6 +42,20 @@ class Background(Protocol):
     def stop(self) -> None: ...
 
 
+def listen_socket(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on ``host:port`` (``OSError`` when the port is taken)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+        sock.listen(2048)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
 def serve(
     application: Any,
     *,
@@ -35,71 +64,164 @@ def serve(
     background: list[Background],
     on_ready: Callable[[str], None],
     access_log: bool = False,
+    sock: socket.socket | None = None,
+    pidfile: bool = True,
 ) -> str | None:
     """Serve until SIGINT/SIGTERM; returns the URL it served at, ``None`` if it could not listen.
 
-    Once listening: the pidfile is written (``.arc.pid``, Arc's discovery), the event loop
-    is bound for events published from worker threads, the sweeper and every background
-    service start, and ``on_ready(url)`` is called. On the way out they stop and the
-    pidfile is removed.
+    ``sock``: an already listening socket (a worker of several shares its supervisor's);
+    otherwise one is opened on ``host:port``. Once listening: the pidfile is written
+    (``.arc.pid``, Arc's discovery; a supervisor writes its own instead, ``pidfile=False``),
+    the event loop is bound for events published from worker threads, the sweeper and
+    every background service start, and ``on_ready(url)`` is called. At SIGTERM streams
+    are told to reconnect, requests in flight get ``DRAIN_SEC`` to finish, and the pidfile
+    is removed.
     """
-    from daphne.endpoints import build_endpoint_description_strings
-    from daphne.server import Server
+    import uvicorn
 
+    if sock is None:
+        try:
+            sock = listen_socket(host, port)
+        except OSError as exc:
+            log.error("cannot listen on %s:%s: %s", host, port, exc)
+            return None
+    bound_port = sock.getsockname()[1]
+    url = discovery.base_url(host, bound_port)
     sweeper = Sweeper()
-    bound: dict[str, Any] = {}
+    tasks: list[asyncio.Task[None]] = []
 
-    def ready() -> None:
-        if not server.listening_addresses:
-            return
-        bound["port"] = server.listening_addresses[0][1]
-        bound["url"] = discovery.base_url(host, bound["port"])
-        discovery.pidfile_write(port=bound["port"], url=bound["url"])
-        events.bind_loop(asyncio.get_event_loop())  # Daphne set the reactor's loop as current
+    async def ready() -> None:
+        events.bind_loop(asyncio.get_running_loop())
+        if pidfile:
+            discovery.pidfile_write(port=bound_port, url=url)
         sweeper.start()
-        bound["tasks"] = [asyncio.ensure_future(service.run()) for service in background]
-        on_ready(bound["url"])
+        tasks.extend(asyncio.ensure_future(service.run()) for service in background)
+        on_ready(url)
 
-    server = Server(
-        application=application,
-        endpoints=build_endpoint_description_strings(host=host, port=port),
-        signal_handlers=True,
-        action_logger=_access_log if access_log else None,
-        http_timeout=None,
-        websocket_timeout=-1,  # sockets live until the client leaves or goes idle (coordination.ws)
-        verbosity=0,
-        ready_callable=ready,
-    )
-    try:
-        server.run()
-    finally:
+    async def draining() -> None:
         for service in background:
             service.stop()
-        _finish_pending_tasks()
-        if "port" in bound:
-            sweeper.stop()
-            discovery.pidfile_remove(port=bound["port"])
-    return bound.get("url")
+        events.dispatcher.drain()  # streams and long-polls answer now: clients reconnect elsewhere
+        if tasks:
+            await asyncio.wait(tasks, timeout=DRAIN_SEC)
+
+    config = uvicorn.Config(
+        application,
+        loop="uvloop",
+        http=_guarded_protocol(),
+        ws="websockets-sansio",
+        lifespan="off",
+        log_config=None,
+        access_log=access_log,
+        proxy_headers=False,  # who is calling is the socket's peer (ARC_BEHIND_PROXY is about TLS only)
+        server_header=False,
+        ws_ping_interval=None,  # the WebSocket door pings at the protocol's own pace (ARC_WS_PING_SEC)
+        ws_max_size=settings.ARC_MAX_REQUEST_BYTES,
+        timeout_keep_alive=5,
+        timeout_graceful_shutdown=DRAIN_SEC,
+    )
+    server = HubServer(config, on_started=ready, on_stopping=draining)
+    try:
+        server.run(sockets=[sock])
+    finally:
+        sweeper.stop()
+        if pidfile:
+            discovery.pidfile_remove(port=bound_port)
+    return url
 
 
-def _finish_pending_tasks(timeout: float = 5.0) -> None:
-    """Let requests still waiting at shutdown (long-polls, streams) unwind on the loop.
+class HubServer:
+    """Uvicorn's server with the hub's start and stop steps, and signals that end it cleanly.
 
-    Daphne cancels them but stops the reactor without running the loop again, so
-    their coroutines would be finalised at interpreter exit, after the loop is gone:
-    measured here as a segmentation fault on SIGTERM whenever a client was waiting.
+    Uvicorn re-raises a captured SIGTERM once it has stopped, which would end the process
+    before the pidfile is removed; the hub's handlers only ask it to stop.
     """
-    loop = asyncio.get_event_loop()
-    if loop.is_closed():
-        return
-    pending = [task for task in asyncio.all_tasks(loop) if not task.done()]
-    for task in pending:
-        task.cancel()
-    if pending:
-        loop.run_until_complete(asyncio.wait(pending, timeout=timeout))
-    loop.run_until_complete(loop.shutdown_asyncgens())
+
+    def __init__(
+        self,
+        config: Any,
+        *,
+        on_started: Callable[[], Awaitable[None]],
+        on_stopping: Callable[[], Awaitable[None]],
+    ) -> None:
+        import uvicorn
+
+        hooks = self
+
+        class _Server(uvicorn.Server):
+            async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+                await super().startup(sockets)
+                if self.started:
+                    await hooks.on_started()
+
+            async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+                for listening in self.servers:
+                    listening.close()  # no new connections while the streams wind down
+                await hooks.on_stopping()
+                await super().shutdown(sockets)
+
+            @contextmanager
+            def capture_signals(self) -> Iterator[None]:
+                previous = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+                try:
+                    yield
+                finally:
+                    for sig, handler in previous.items():
+                        signal.signal(sig, handler)
+
+            def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+                if self.should_exit:
+                    self.force_exit = True  # a second Ctrl-C: stop waiting for requests
+                self.should_exit = True
+
+        self.on_started, self.on_stopping = on_started, on_stopping
+        self.server = _Server(config)
+
+    def run(self, sockets: list[socket.socket]) -> None:
+        self.server.run(sockets=sockets)
 
 
-def _access_log(protocol: str, action: str, details: dict[str, Any]) -> None:
-    if protocol == "http" and action == "complete":
-        log.info("%s %s %s", details.get("method"), details.get("path"), details.get("status"))
+def _guarded_protocol() -> type:
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    class Guarded(HttpToolsProtocol):
+        """httptools with a deadline for the request line and headers (Uvicorn has none).
+
+        Armed when a connection opens and when a request begins; cleared once the headers
+        are complete. A client that never finishes them is closed, not waited on.
+        """
+
+        _header_timer: asyncio.TimerHandle | None = None
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self._arm()
+
+        def on_message_begin(self) -> None:
+            super().on_message_begin()
+            if self._header_timer is None:
+                self._arm()
+
+        def on_headers_complete(self) -> None:
+            self._disarm()
+            super().on_headers_complete()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+        def _arm(self) -> None:
+            self._header_timer = self.loop.call_later(settings.ARC_HEADER_TIMEOUT_SEC, self._headers_too_slow)
+
+        def _disarm(self) -> None:
+            if self._header_timer is not None:
+                self._header_timer.cancel()
+                self._header_timer = None
+
+        def _headers_too_slow(self) -> None:
+            self._header_timer = None
+            if not self.transport.is_closing():
+                log.info("closed a connection whose request headers took over %ss", settings.ARC_HEADER_TIMEOUT_SEC)
+                self.transport.close()
+
+    return Guarded

@@ -337,7 +337,7 @@ class HubConsumer(AsyncWebsocketConsumer):
                     if not rows:
                         break
                 await marker.flush(force=True)
-                while True:
+                while not feed.draining:  # (stopping: the server closes the socket with 1012, reconnect)
                     rows, others = await feed.next(DeliveryMarker.FLUSH_SEC if marker.dirty else None)
                     await self._push(agent_id, subscription, rows, others, feed.cursor, marker)
                     await marker.flush()
