@@ -12,6 +12,7 @@ PostgreSQL and ``ARC_REDIS_URL`` to the Redis channel layer.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import secrets
 import stat
@@ -83,6 +84,10 @@ ARC_DATABASE_URL = envstr("ARC_DATABASE_URL", "")
 ARC_REDIS_URL = envstr("ARC_REDIS_URL", "")
 if ARC_REDIS_URL and not ARC_REDIS_URL.startswith(("redis://", "rediss://", "unix://")):
     raise ImproperlyConfigured(f"ARC_REDIS_URL must be a redis://, rediss:// or unix:// URL, got {ARC_REDIS_URL!r}")
+# Worker processes serving the port (`up --workers`): a number, or "auto" for the CPU count.
+ARC_WORKERS = envstr("ARC_WORKERS", "1").strip().lower()
+if ARC_WORKERS != "auto" and not (ARC_WORKERS.isdigit() and 1 <= int(ARC_WORKERS) <= 64):
+    raise ImproperlyConfigured(f"ARC_WORKERS must be a number from 1 to 64 or 'auto', got {ARC_WORKERS!r}")
 ARC_HOST = envstr("ARC_HOST", "127.0.0.1")
 ARC_PORT = envint("ARC_PORT", 6969, minimum=0, maximum=65535)
 ARC_ALLOW_REMOTE = envbool("ARC_ALLOW_REMOTE", False)
@@ -337,11 +342,21 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # Each serving process holds one channel in the event group (coordination.core.events), so
 # capacity is per process: a burst of posts must not overflow it. A lost event is
 # still recovered (readers see the gap in message ids and read the database).
+# One Redis may serve several hubs: each hub's keys are prefixed by its database (the same for all of
+# its workers, different for another hub's), so two hubs never hear each other's events.
+_DATABASE_IDENTITY = DATABASES["default"]["NAME"] + "@" + str(DATABASES["default"].get("HOST", ""))
+ARC_REDIS_PREFIX = "arc:" + hashlib.sha256(_DATABASE_IDENTITY.encode()).hexdigest()[:12]
 if ARC_REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [ARC_REDIS_URL], "capacity": 10_000, "expiry": 60, "group_expiry": 86_400},
+            "CONFIG": {
+                "hosts": [ARC_REDIS_URL],
+                "prefix": ARC_REDIS_PREFIX,
+                "capacity": 10_000,
+                "expiry": 60,
+                "group_expiry": 86_400,
+            },
         }
     }
 else:

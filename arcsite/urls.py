@@ -3,7 +3,7 @@ from __future__ import annotations
 from django.contrib import admin
 from django.urls import include, path
 
-from arcsite import manifest
+from arcsite import health, manifest
 from arcsite.home import home
 from coordination.api import metrics
 from coordination.api.envelope import error
@@ -15,6 +15,8 @@ urlpatterns = [
     path("v1/", include("coordination.api.urls")),
     path("admin/", admin.site.urls),
     path("metrics", metrics.metrics),
+    path("healthz", health.healthz, name="healthz"),
+    path("readyz", health.readyz, name="readyz"),
     # The API docs page (Swagger UI over /v1/schema), outside /v1 so a browser opens it without a key.
     path("docs", DocsView.as_view(), name="api-docs"),
     path("", home),  # the manifest for JSON clients, the dashboard's overview for browsers

@@ -206,33 +206,82 @@ class RateLimiter:
     """Per-agent token buckets for posts (``ARC_RATE_LIMIT``: ``<posts>/<seconds>[,burst]``).
 
     Applies to key-bound agents: an unkeyed loopback client names any agent it likes,
-    so a per-agent limit would not bind it. Buckets live in this process.
+    so a per-agent limit would not bind it. With Redis (``ARC_REDIS_URL``) the buckets live
+    there, one per agent of this hub, so every worker process charges the same bucket (one
+    atomic script per post, on Redis's clock); without it, in this process (a hub of one
+    process). If Redis cannot be reached a post is let through, and that is logged.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._buckets: dict[str, tuple[float, float]] = {}  # agent → (tokens, last refill)
+        self._redis: Any = None
 
     def charge(self, agent_id: str) -> None:
         rate, per_sec, burst = settings.ARC_RATE_LIMIT
         if rate <= 0:
             return
         refill = rate / per_sec
+        tokens = (
+            self._take_shared(agent_id, refill, burst)
+            if settings.ARC_REDIS_URL
+            else self._take(agent_id, refill, burst)
+        )
+        if tokens is not None and tokens < 0:
+            raise RateLimited(
+                f"{agent_id} is posting too fast (limit {rate} per {per_sec:g}s, burst {burst})",
+                retry_after=max(1, math.ceil(-tokens / refill)),
+            )
+
+    def _take(self, agent_id: str, refill: float, burst: int) -> float:
+        """Take a token from this process's bucket: what is left, or how many are missing (negative)."""
         now = time.monotonic()
         with self._lock:
             tokens, last = self._buckets.get(agent_id, (float(burst), now))
             tokens = min(float(burst), tokens + (now - last) * refill)
             if tokens < 1.0:
                 self._buckets[agent_id] = (tokens, now)
-                raise RateLimited(
-                    f"{agent_id} is posting too fast (limit {rate} per {per_sec:g}s, burst {burst})",
-                    retry_after=max(1, math.ceil((1.0 - tokens) / refill)),
-                )
+                return tokens - 1.0
             self._buckets[agent_id] = (tokens - 1.0, now)
+            return tokens - 1.0
+
+    def _take_shared(self, agent_id: str, refill: float, burst: int) -> float | None:
+        """The same, in Redis; ``None`` when Redis did not answer (the post goes through)."""
+        import redis
+
+        try:
+            if self._redis is None:
+                client = redis.Redis.from_url(settings.ARC_REDIS_URL, socket_timeout=2, socket_connect_timeout=2)
+                self._redis = client.register_script(_BUCKET_SCRIPT)
+            key = f"{settings.ARC_REDIS_PREFIX}:rate:{agent_id}"
+            return float(self._redis(keys=[key], args=[refill, burst]))
+        except redis.RedisError:
+            log.warning("rate limit not applied: Redis at %s did not answer", settings.ARC_REDIS_URL, exc_info=True)
+            return None
 
     def reset(self) -> None:
         with self._lock:
             self._buckets.clear()
+        if settings.ARC_REDIS_URL and self._redis is not None:
+            client = self._redis.registered_client
+            for key in client.scan_iter(f"{settings.ARC_REDIS_PREFIX}:rate:*"):
+                client.delete(key)
+
+
+# A token bucket in Redis: refill by Redis's clock, take one token if there is one. Returns what is
+# left after taking (>= 0), or minus how much is missing when refused; the key expires once full again.
+_BUCKET_SCRIPT = """
+local rate, burst = tonumber(ARGV[1]), tonumber(ARGV[2])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local state = redis.call('HMGET', KEYS[1], 'tokens', 'last')
+local tokens = math.min(burst, (tonumber(state[1]) or burst) + (now - (tonumber(state[2]) or now)) * rate)
+local left = tokens - 1
+if left >= 0 then tokens = left end
+redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'last', tostring(now))
+redis.call('EXPIRE', KEYS[1], math.ceil(burst / rate) + 1)
+return tostring(left)
+"""
 
 
 rate_limiter = RateLimiter()

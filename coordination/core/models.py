@@ -531,3 +531,20 @@ class IdempotencyRecord(models.Model):
 
     def __str__(self) -> str:
         return f"{self.agent_id}: {self.key}"
+
+
+class Duty(models.Model):
+    """A job one process of the hub does at a time (the sweeper, a relay spool), held as a lease.
+
+    The holder renews ``expires_at`` while it lives; once that passes, any process may take
+    it over (``coordination.core.services.duties``). A database row, so it holds across worker
+    processes and machines sharing the database, with no consensus of our own.
+    """
+
+    name = models.CharField(max_length=300, primary_key=True)
+    holder = models.CharField(max_length=200)
+    since = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"{self.name}: {self.holder}"

@@ -22,8 +22,8 @@ from coordination.process import discovery
 PROBE_INTERVAL_SEC = 0.15  # Arc's bootstrap algorithm: probe every 150 ms until the timeout
 
 
-def hub_ensure(*, timeout: float, allow_remote: bool = False) -> dict[str, Any]:
-    """Find a running hub or start ``manage.py up --quiet`` detached, and wait for it to answer."""
+def hub_ensure(*, timeout: float, allow_remote: bool = False, workers: str | None = None) -> dict[str, Any]:
+    """Find a running hub or start ``manage.py up --quiet`` detached (``workers``: its ``--workers``), and wait for it to answer."""
     host, port = settings.ARC_HOST, settings.ARC_PORT
     url, _ = discovery.running_hub(host, port)
     if url is not None:
@@ -36,7 +36,7 @@ def hub_ensure(*, timeout: float, allow_remote: bool = False) -> dict[str, Any]:
             # A new session: the hub outlives this command and ignores the terminal's Ctrl-C.
             proc = subprocess.Popen(
                 [sys.executable, str(Path(settings.BASE_DIR) / "manage.py"), "up", "--quiet"],
-                env=_hub_env(allow_remote=allow_remote),
+                env=_hub_env(allow_remote=allow_remote, workers=workers),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -75,7 +75,7 @@ def hub_ensure(*, timeout: float, allow_remote: bool = False) -> dict[str, Any]:
         time.sleep(PROBE_INTERVAL_SEC)
 
 
-def _hub_env(*, allow_remote: bool) -> dict[str, str]:
+def _hub_env(*, allow_remote: bool, workers: str | None = None) -> dict[str, str]:
     """This process's environment with the effective hub location spelled out, so the child opens the same hub."""
     env = dict(os.environ)
     env["DJANGO_SETTINGS_MODULE"] = "arcsite.settings"
@@ -91,6 +91,7 @@ def _hub_env(*, allow_remote: bool) -> dict[str, str]:
         env["ARC_REDIS_URL"] = settings.ARC_REDIS_URL
     if allow_remote or settings.ARC_ALLOW_REMOTE:
         env["ARC_ALLOW_REMOTE"] = "1"
+    env["ARC_WORKERS"] = workers or settings.ARC_WORKERS
     return env
 
 

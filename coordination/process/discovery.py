@@ -36,11 +36,18 @@ def base_url(host: str, port: int) -> str:
     return f"http://[{host}]:{port}" if ":" in host and not host.startswith("[") else f"http://{host}:{port}"
 
 
-def pidfile_write(*, port: int, url: str) -> Path:
+def pidfile_write(*, port: int, url: str, workers: list[int] | None = None) -> Path:
+    """Arc's pidfile (``pid``, ``port``, ``url``), and the worker pids of a hub of several processes.
+
+    ``pid`` is always the process that ``stop`` signals: the one process, or the supervisor.
+    """
     path = pidfile_path()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{PIDFILE_NAME}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps({"pid": os.getpid(), "port": port, "url": url}), encoding="utf-8")
+    payload: dict[str, Any] = {"pid": os.getpid(), "port": port, "url": url}
+    if workers:
+        payload["workers"] = workers
+    tmp.write_text(json.dumps(payload), encoding="utf-8")
     tmp.replace(path)
     return path
 
@@ -53,7 +60,15 @@ def pidfile_read(path: Path) -> dict[str, Any] | None:
     if not isinstance(payload, dict):
         return None
     try:
-        return {"pid": int(payload["pid"]), "port": int(payload["port"]), "url": str(payload["url"]), "path": str(path)}
+        info: dict[str, Any] = {
+            "pid": int(payload["pid"]),
+            "port": int(payload["port"]),
+            "url": str(payload["url"]),
+            "path": str(path),
+        }
+        if isinstance(payload.get("workers"), list):
+            info["workers"] = [int(pid) for pid in payload["workers"]]
+        return info
     except (KeyError, TypeError, ValueError):
         return None
 

@@ -4,8 +4,10 @@ It expires stale sessions (releasing their claims and locks with recovery
 notices), tells holders whose claims, locks and delivery leases ran out, expires
 deliveries past their ttl, times out overdue tasks (telling their requesters) and forgets
 idempotency records past their retention,
-every 5 s (sooner when ``ARC_PRESENCE_TTL_SEC`` is small). Every step is a conditional update, so several processes sweeping one
-database never do the same work twice.
+every 5 s (sooner when ``ARC_PRESENCE_TTL_SEC`` is small). Every worker process runs the loop; only
+the holder of the ``sweeper`` duty sweeps (``coordination.process.duty``), and another takes over
+within three intervals when it dies. Every step is also a conditional update, so even two
+sweepers on one database would never do the same work twice.
 """
 
 from __future__ import annotations
@@ -14,11 +16,14 @@ import logging
 import threading
 
 from django.conf import settings
-from django.db import close_old_connections, connection
+from django.db import DatabaseError, close_old_connections, connection
 
 from coordination.core import idempotency, services
+from coordination.process import duty
 
 log = logging.getLogger("arc.sweeper")
+
+DUTY = "sweeper"
 
 
 class Sweeper:
@@ -43,10 +48,20 @@ class Sweeper:
         idempotency.records_expire()
 
     def _run(self) -> None:
+        held = False
         while not self._stop.wait(self.interval_sec):
             try:
                 close_old_connections()
-                self.sweep_once()
+                was, held = held, duty.hold(DUTY, ttl_sec=self.interval_sec * 3)
+                if held != was:
+                    log.info("%s the sweeper duty", "took" if held else "lost")
+                if held:
+                    self.sweep_once()
             except Exception:  # housekeeping must outlive one bad tick (logged)
                 log.exception("sweep failed; retrying next tick")
+        if held:
+            try:
+                duty.release(DUTY)
+            except DatabaseError:
+                log.warning("could not release the sweeper duty (it expires by itself)")
         connection.close()

@@ -27,6 +27,7 @@ from coordination.core.services.deliveries import (
     delivery_nack,
     inbox_lease,
 )
+from coordination.core.services.duties import duty_hold, duty_holder, duty_release
 from coordination.core.services.keys import (
     key_authenticate,
     key_check,
@@ -116,6 +117,9 @@ __all__ = [
     "delivery_ack",
     "delivery_nack",
     "do_message_post",
+    "duty_hold",
+    "duty_holder",
+    "duty_release",
     "hub_state",
     "inbox_lease",
     "key_authenticate",

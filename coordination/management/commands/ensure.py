@@ -26,6 +26,11 @@ class Command(BaseCommand):
             "--allow-remote", action="store_true", help="accept non-loopback clients (ARC_ALLOW_REMOTE)"
         )
         parser.add_argument(
+            "--workers",
+            metavar="N",
+            help="worker processes for a hub it starts, a number or 'auto' (ARC_WORKERS; more than one needs Redis)",
+        )
+        parser.add_argument(
             "--timeout",
             type=float,
             default=10.0,
@@ -34,7 +39,9 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        result = hub_ensure(timeout=options["timeout"], allow_remote=options["allow_remote"])
+        result = hub_ensure(
+            timeout=options["timeout"], allow_remote=options["allow_remote"], workers=options["workers"]
+        )
         if result["running"]:
             result.update(signin.sign_in_url(result["url"]))
         self.stdout.write(json.dumps(result, indent=2))

@@ -1,0 +1,63 @@
+"""``/healthz`` and ``/readyz``: for a load balancer or supervisor in front of the hub's workers (docs/deployment.md).
+
+``/healthz`` says this process serves, touching nothing else (a hub whose database is down
+is alive, and restarting it would not help). ``/readyz`` says whether it can do its work:
+the database answers a query and the channel layer (Redis across workers) a round trip; 503
+naming what failed otherwise, so a balancer sends agents to another hub.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+from asgiref.sync import sync_to_async
+from channels.layers import get_channel_layer
+from django.db import DatabaseError, connection
+from django.http import HttpRequest, JsonResponse
+from django.views.decorators.http import require_GET
+
+CHECK_TIMEOUT_SEC = 2.0
+
+
+@require_GET
+async def healthz(request: HttpRequest) -> JsonResponse:
+    return JsonResponse({"ok": True, "result": {"status": "alive", "pid": os.getpid()}})
+
+
+@require_GET
+async def readyz(request: HttpRequest) -> JsonResponse:
+    checks = {"database": await sync_to_async(_database)(), "channel_layer": await _channel_layer()}
+    ready = all(value == "ok" for value in checks.values())
+    body = {"ok": ready, "result": {"status": "ready" if ready else "not ready", "pid": os.getpid(), **checks}}
+    if not ready:
+        body["error"] = "not ready: " + ", ".join(f"{name} {value}" for name, value in checks.items() if value != "ok")
+    return JsonResponse(body, status=200 if ready else 503)
+
+
+def _database() -> str:
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+            cursor.fetchone()
+    except DatabaseError as exc:
+        return f"unavailable ({type(exc).__name__})"
+    return "ok"
+
+
+async def _channel_layer() -> str:
+    """A message to a fresh channel of our own and back: the layer carries events."""
+    import asyncio
+
+    layer = get_channel_layer()
+    if layer is None:
+        return "unavailable (none configured)"
+    try:
+        async with asyncio.timeout(CHECK_TIMEOUT_SEC):
+            channel = await layer.new_channel("arc.ready.")
+            probe = uuid.uuid4().hex
+            await layer.send(channel, {"type": "arc.ready", "probe": probe})
+            answer = await layer.receive(channel)
+    except Exception as exc:  # noqa: BLE001  (any failure of the layer means: not ready, and says which)
+        return f"unavailable ({type(exc).__name__})"
+    return "ok" if answer.get("probe") == probe else "unavailable (wrong answer)"
