@@ -100,6 +100,9 @@ class BenchConfig:
     idle_posts: int = 1000
     wait_sec: float = 10.0  # longest wait for any one expected answer
     seed: int | None = None
+    # The server's processes on this machine (a hub's supervisor and workers): their CPU time over
+    # each post phase, read from /proc, is reported per post. Empty: not measured.
+    server_pids: tuple[int, ...] = ()
 
 
 # ── HTTP/1.1 over asyncio streams ────────────────────────────────────────────
@@ -757,11 +760,13 @@ class Bench:
             finally:
                 await conn.close()
 
+        cpu_before = cpu_seconds(self.config.server_pids)
         started = time.perf_counter()
         await asyncio.gather(*(client(n) for n in range(concurrency)))
         elapsed = time.perf_counter() - started
+        cpu_after = cpu_seconds(self.config.server_pids)
         summary = latency_summary(latencies)
-        return {
+        result = {
             "concurrency": concurrency,
             "posts": len(latencies),
             "errors": errors,
@@ -769,6 +774,9 @@ class Bench:
             "p50_ms": summary.get("p50_ms"),
             "p99_ms": summary.get("p99_ms"),
         }
+        if cpu_before is not None and cpu_after is not None and latencies:
+            result["cpu_ms_per_post"] = round((cpu_after - cpu_before) * 1000 / len(latencies), 3)
+        return result
 
     # push -------------------------------------------------------------------
 
@@ -920,9 +928,13 @@ class Bench:
         return [await self.fanout_one(sender, n) for n in self.config.fanout_receivers]
 
     async def _open_many(
-        self, kind: str, count: int, prefix: str, since: int, rooms: str
+        self, kind: str, count: int, prefix: str, since: int, rooms: str | None
     ) -> tuple[list[Stream], list[str]]:
-        """Open ``count`` streams one after another; returns them and why any failed.
+        """Register ``count`` agents, then open a stream for each, one after another; returns them and why any failed.
+
+        Registered, as real agents are: the hub then keeps each reader's delivery records and
+        cursor (work an unregistered reader never causes). ``rooms``: only these (a quiet room
+        keeps idle streams idle); ``None``: each reads its whole feed.
 
         One at a time because arc.py listens with a backlog of 5: a burst of connects
         overflows it, and a connection dropped from a full accept queue can look open to
@@ -930,6 +942,7 @@ class Bench:
         """
         streams: list[Stream] = []
         failures: list[str] = []
+        await self._register(count, prefix)
         for k in range(count):
             try:
                 streams.append(await self._open_stream(kind, f"{prefix}-{k}", since, rooms))
@@ -941,11 +954,27 @@ class Bench:
         await asyncio.gather(*(s.wait_ready(1.0) for s in streams))
         return streams, failures
 
+    async def _register(self, count: int, prefix: str, batch: int = 8) -> None:
+        """``POST /v1/sessions`` for agents ``prefix-0`` .. ``prefix-(count-1)``, a few at a time."""
+        conns = [Http(self.target, self.config.wait_sec) for _ in range(batch)]
+        try:
+
+            async def register(conn: Http, ks: range) -> None:
+                for k in ks:
+                    response = await conn.request("POST", "/v1/sessions", {"agent_id": f"{prefix}-{k}"})
+                    if response.status >= 300:
+                        raise BenchError(f"registering {prefix}-{k}: HTTP {response.status}")
+
+            await asyncio.gather(*(register(conn, range(i, count, batch)) for i, conn in enumerate(conns)))
+        finally:
+            await asyncio.gather(*(conn.close() for conn in conns))
+
     async def fanout_one(self, sender: Http, receivers: int) -> dict[str, Any]:
+        """20 broadcasts to ``receivers`` registered agents, each streaming its own whole feed over SSE."""
         room = f"bench-fan-{receivers}-{self.run_id}"
         await sender.post("/v1/channels", {"name": room, "created_by": "bench"}, expect=201)
         since = await self._marker(sender)
-        streams, failures = await self._open_many("sse", receivers, f"bench-fan-{self.run_id}", since, room)
+        streams, failures = await self._open_many("sse", receivers, f"bench-fan-{receivers}-{self.run_id}", since, None)
         messages = self.config.fanout_messages
         bodies = {f"fanout {room} {j}": j for j in range(messages)}
         arrivals: list[dict[int, float]] = [{} for _ in streams]
@@ -1284,6 +1313,23 @@ def run(config: BenchConfig, log: Log | None = None) -> dict[str, Any]:
 Value = float | int | str | bool | None
 
 
+def cpu_seconds(pids: Iterable[int]) -> float | None:
+    """User + system CPU seconds of these processes so far, from /proc (``None``: none given, or unreadable)."""
+    pids = list(pids)
+    if not pids:
+        return None
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    try:
+        for pid in pids:
+            with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+                fields = stat.read().rpartition(")")[2].split()
+            total += (int(fields[11]) + int(fields[12])) / ticks  # utime, stime (fields 14 and 15)
+    except (OSError, ValueError, IndexError):
+        return None
+    return total
+
+
 def metric_rows(report: dict[str, Any]) -> list[tuple[str, str, Value]]:
     """``(key, label, value)`` for every figure in a report, in table order; keys are stable across runs."""
     results = dict(report.get("results", {}))
@@ -1300,6 +1346,8 @@ def metric_rows(report: dict[str, Any]) -> list[tuple[str, str, Value]]:
             (f"posts.c{c}.p99_ms", f"POST c={c} p99 ms", r["p99_ms"]),
             (f"posts.c{c}.errors", f"POST c={c} errors", r["errors"]),
         ]
+        if "cpu_ms_per_post" in r:
+            rows.append((f"posts.c{c}.cpu_ms", f"POST c={c} server CPU ms per post", r["cpu_ms_per_post"]))
     names = {"longpoll": "long-poll", "sse": "SSE", "ws": "WebSocket"}
     for transport, r in results.get("push", {}).items():
         label = f"push via {names.get(transport, transport)}"

@@ -1,14 +1,19 @@
 #!/usr/bin/env python3
 """This hub beside arc.py on one machine: ``manage.py bench``'s measurements, medians of several runs.
 
-    .venv/bin/python scripts/bench_compare.py [--runs 3] [--only posts,push,...] [--json FILE] [--markdown FILE]
+    .venv/bin/python scripts/bench_compare.py [--runs 3] [--workers 1,2] [--postgres URL] [--only posts,push,...]
+                                              [--json FILE] [--markdown FILE]
     .venv/bin/python scripts/bench_compare.py --from-json FILE     # re-print a saved run
 
 Each run starts a fresh server with fresh SQLite storage, warms it up, measures it
 (``coordination.bench``) and stops it: first arc.py 0.0.1 (from its PyPI sdist, cached
 in .cache/arc-sdist; its server starts its file-spool relay on ``--spool-dir``), then
 this hub (``manage.py up --quiet --spool-dir`` with a temporary ARC_HOME; its relay runs
-inside ``up``). Both relays are measured on the spool directory the server was given;
+inside ``up``), once per worker count in ``--workers`` (more than one worker uses Redis at
+``--redis-url``, each run on a fresh database number's worth of keys: the hub prefixes them).
+``--postgres URL`` runs the hub on a fresh PostgreSQL database (created and dropped per run)
+instead of SQLite. The CPU time of the server's processes (arc.py; the hub's supervisor and
+workers) over each post phase is read from /proc and reported per post. Both relays are measured on the spool directory the server was given;
 a relay that never answers is reported as ``no response``. The two never run at the
 same time, so neither shares the CPU with the other; the load generator does share it
 with the hub under test. arc.py sleep-polls its database (250 ms long-poll and relay,
@@ -45,9 +50,7 @@ from coordination import bench  # noqa: E402  (needs ROOT on sys.path)
 
 CACHE = ROOT / ".cache" / "arc-sdist"
 ARC = "arc.py"
-HUB = "hub"
-LABELS = {ARC: "arc.py 0.0.1", HUB: "this hub (Daphne, SQLite)"}
-GAP_MS = {ARC: 500.0, HUB: 50.0}
+HUB = "hub"  # "hub" is one worker; "hub-w2" two, and so on
 SDIST = ("megastructure-arc==0.0.1", "-d")
 
 
@@ -89,7 +92,22 @@ def wait_up(url: str, proc: subprocess.Popen[bytes], timeout: float = 60) -> Non
     raise RuntimeError(f"{url} did not come up")
 
 
-def start(kind: str, workdir: Path) -> tuple[str, subprocess.Popen[bytes], str]:
+def hub_workers(kind: str) -> int:
+    return int(kind.partition("-w")[2] or 1)
+
+
+def label(kind: str, database: str) -> str:
+    if kind == ARC:
+        return "arc.py 0.0.1"
+    workers = hub_workers(kind)
+    return f"this hub, {workers} worker{'s' if workers > 1 else ''} ({database})"
+
+
+def gap_ms(kind: str) -> float:
+    return 500.0 if kind == ARC else 50.0
+
+
+def start(kind: str, workdir: Path, options: argparse.Namespace) -> tuple[str, subprocess.Popen[bytes], str]:
     """Start a fresh server; returns its URL, process and the spool directory its relay serves."""
     port = free_port()
     spool = workdir / "spool"
@@ -99,7 +117,11 @@ def start(kind: str, workdir: Path) -> tuple[str, subprocess.Popen[bytes], str]:
     else:
         command = [sys.executable, str(ROOT / "manage.py"), "up", "--port", str(port)]
         env = {k: v for k, v in os.environ.items() if not k.startswith("ARC_")}
-        env |= {"ARC_HOME": str(workdir)}
+        env |= {"ARC_HOME": str(workdir), "ARC_WORKERS": str(hub_workers(kind))}
+        if hub_workers(kind) > 1 or options.postgres:
+            env["ARC_REDIS_URL"] = options.redis_url
+        if options.postgres:
+            env["ARC_DATABASE_URL"] = fresh_database(options.postgres, workdir.name)
     command += ["--spool-dir", str(spool), "--quiet"]  # the same flag on both; each starts its relay on it
     proc = subprocess.Popen(command, cwd=workdir, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
@@ -111,6 +133,35 @@ def start(kind: str, workdir: Path) -> tuple[str, subprocess.Popen[bytes], str]:
     return url, proc, str(spool)
 
 
+def server_pids(kind: str, proc: subprocess.Popen[bytes], workdir: Path) -> tuple[int, ...]:
+    """The processes whose CPU counts: arc.py's one; the hub's supervisor and workers (its pidfile)."""
+    if kind == ARC or hub_workers(kind) == 1:
+        return (proc.pid,)
+    info = json.loads((workdir / ".arc.pid").read_text())
+    return (proc.pid, *info.get("workers", []))
+
+
+def fresh_database(url: str, name: str) -> str:
+    from urllib.parse import urlsplit, urlunsplit
+
+    import psycopg
+
+    database = "arc_bench_" + "".join(c if c.isalnum() else "_" for c in name)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{database}"')
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, "/" + database, parts.query, parts.fragment))
+
+
+def drop_database(url: str, name: str) -> None:
+    import psycopg
+
+    database = "arc_bench_" + "".join(c if c.isalnum() else "_" for c in name)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+
+
 def stop(proc: subprocess.Popen[bytes]) -> None:
     proc.terminate()
     try:
@@ -120,17 +171,20 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
         proc.wait(5)
 
 
-def measure(kind: str, config: bench.BenchConfig, tmp: Path, run: int) -> dict[str, Any]:
+def measure(kind: str, config: bench.BenchConfig, tmp: Path, run: int, options: argparse.Namespace) -> dict[str, Any]:
     workdir = tmp / f"{kind}-{run}"
     workdir.mkdir()
-    url, proc, spool = start(kind, workdir)
+    url, proc, spool = start(kind, workdir, options)
     try:
         warm = replace(config, url=url, only=("posts", "push", "relay"), concurrency=(8,), posts=300, spool_dir=spool)
         warm = replace(warm, push_transports=("longpoll", "sse"), push_messages=5, push_max_sec=5, relay_requests=3)
         bench.run(warm)
-        return bench.run(replace(config, url=url, spool_dir=spool), log=lambda line: log(f"  {kind} {line}"))
+        measured = replace(config, url=url, spool_dir=spool, server_pids=server_pids(kind, proc, workdir))
+        return bench.run(measured, log=lambda line: log(f"  {kind} {line}"))
     finally:
         stop(proc)
+        if options.postgres and kind != ARC:
+            drop_database(options.postgres, workdir.name)
 
 
 def log(line: str) -> None:
@@ -154,37 +208,49 @@ def ratio(hub: bench.Value, arc: bench.Value) -> float | None:
 
 def markdown(summary: dict[str, Any]) -> str:
     date = summary["date"][:10]
-    lines = [
-        f"| median of {summary['runs']} runs ({date}) | {LABELS[ARC]} | {LABELS[HUB]} | hub/arc.py |",
-        "|---|---|---|---|",
-    ]
+    hubs = [kind for kind in summary["servers"] if kind != ARC]
+    head = [f"median of {summary['runs']} runs ({date})", summary["labels"][ARC]]
+    for kind in hubs:
+        head += [summary["labels"][kind], "ratio"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in summary["metrics"].values():
-        r = row["ratio"]
-        cells = [row["label"], bench.format_value(row[ARC]), bench.format_value(row[HUB]), f"{r:g}x" if r else ""]
+        cells = [row["label"], bench.format_value(row[ARC])]
+        for kind in hubs:
+            r = row["ratio"].get(kind)
+            cells += [bench.format_value(row[kind]), f"{r:g}x" if r else ""]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def summarize(reports: dict[str, list[dict[str, Any]]], date: str, elapsed_sec: float) -> dict[str, Any]:
-    arc, hub = medians(reports[ARC]), medians(reports[HUB])
+def summarize(
+    reports: dict[str, list[dict[str, Any]]], date: str, elapsed_sec: float, labels: dict[str, str]
+) -> dict[str, Any]:
+    found = {kind: medians(runs) for kind, runs in reports.items() if runs}
     # Rows in measurement order; within one, arc.py's order, then figures only this hub has.
-    seen = [*arc, *(k for k in hub if k not in arc)]
+    seen: list[str] = []
+    for figures in found.values():
+        seen += [k for k in figures if k not in seen]
     keys = sorted(seen, key=lambda k: (bench.MEASUREMENTS.index(k.split(".")[0]), seen.index(k)))
     metrics: dict[str, dict[str, Any]] = {}
     for key in keys:
-        a, h = arc.get(key, ("", None))[1], hub.get(key, ("", None))[1]
+        values = {kind: figures.get(key, ("", None))[1] for kind, figures in found.items()}
         comparable = key.endswith(("per_sec", "_ms", "ratio"))
         metrics[key] = {
-            "label": (arc.get(key) or hub[key])[0],
-            ARC: a,
-            HUB: h,
-            "ratio": ratio(h, a) if comparable else None,
+            "label": next(figures[key][0] for figures in found.values() if key in figures),
+            **values,
+            "ratio": {
+                kind: ratio(value, values.get(ARC)) if comparable else None
+                for kind, value in values.items()
+                if kind != ARC
+            },
         }
     return {
         "date": date,
-        "runs": len(reports[HUB]),
+        "runs": max(len(runs) for runs in reports.values()),
+        "servers": list(found),
+        "labels": labels,
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
-        "gap_ms": GAP_MS,
+        "gap_ms": {kind: gap_ms(kind) for kind in found},
         "elapsed_sec": elapsed_sec,
         "metrics": metrics,
     }
@@ -194,6 +260,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=3, help="runs per server (default 3); medians are reported")
     parser.add_argument("--only", default=",".join(bench.MEASUREMENTS), help="measurements, comma-separated")
+    parser.add_argument("--workers", default="1", help="hub worker counts to measure, comma-separated (default 1)")
+    parser.add_argument("--postgres", metavar="URL", help="run the hub on a fresh PostgreSQL database from this server")
+    parser.add_argument(
+        "--redis-url", default="redis://127.0.0.1:6379/5", help="Redis for hubs of several workers (default db 5)"
+    )
     parser.add_argument("--json", metavar="FILE", help="also write the full result (every run) here")
     parser.add_argument("--markdown", metavar="FILE", help="also write the markdown table here")
     parser.add_argument("--from-json", metavar="FILE", help="measure nothing: summarise a file written by --json")
@@ -202,21 +273,25 @@ def main() -> None:
     if args.from_json:
         saved = json.loads(Path(args.from_json).read_text())
         reports: dict[str, list[dict[str, Any]]] = saved["runs"]
-        summary = summarize(reports, saved["summary"]["date"], saved["summary"]["elapsed_sec"])
+        old = saved["summary"]
+        summary = summarize(reports, old["date"], old["elapsed_sec"], old["labels"])
     else:
         bench.raise_fd_limit()  # the servers inherit it: 1,000 idle streams need as many descriptors
         arc_py()
         only = tuple(name.strip() for name in args.only.split(",") if name.strip())
-        reports = {ARC: [], HUB: []}
+        kinds = [ARC] + [HUB if n == "1" else f"{HUB}-w{n}" for n in (w.strip() for w in args.workers.split(",")) if n]
+        database = "PostgreSQL + Redis" if args.postgres else "SQLite"
+        labels = {kind: label(kind, database) for kind in kinds}
+        reports = {kind: [] for kind in kinds}
         started = datetime.now(UTC)
         with tempfile.TemporaryDirectory(prefix="arc-bench-") as tmp:
             for run in range(args.runs):
-                for kind in (ARC, HUB):  # one at a time, alternating, each on a fresh server
-                    log(f"run {run + 1}/{args.runs}: {kind}")
-                    config = bench.BenchConfig(url="", only=only, gap_ms=GAP_MS[kind])
-                    reports[kind].append(measure(kind, config, Path(tmp), run))
+                for kind in kinds:  # one at a time, alternating, each on a fresh server
+                    log(f"run {run + 1}/{args.runs}: {labels[kind]}")
+                    config = bench.BenchConfig(url="", only=only, gap_ms=gap_ms(kind))
+                    reports[kind].append(measure(kind, config, Path(tmp), run, args))
         elapsed = round((datetime.now(UTC) - started).total_seconds())
-        summary = summarize(reports, started.isoformat(timespec="seconds"), elapsed)
+        summary = summarize(reports, started.isoformat(timespec="seconds"), elapsed, labels)
     print(json.dumps(summary, indent=2))
     table = markdown(summary)
     log("\n" + table)

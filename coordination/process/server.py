@@ -116,7 +116,9 @@ def serve(
         proxy_headers=False,  # who is calling is the socket's peer (ARC_BEHIND_PROXY is about TLS only)
         server_header=False,
         ws_ping_interval=None,  # the WebSocket door pings at the protocol's own pace (ARC_WS_PING_SEC)
-        ws_max_size=settings.ARC_MAX_REQUEST_BYTES,
+        # A frame a little over the cap gets the door's own too_large error frame; only one
+        # past four times the cap is refused unread (close 1009).
+        ws_max_size=4 * settings.ARC_MAX_REQUEST_BYTES,
         timeout_keep_alive=5,
         timeout_graceful_shutdown=DRAIN_SEC,
     )

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 
-from django.db import IntegrityError, connection, transaction
+from django.db import connection, transaction
 from django.db.models import F, Q, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
@@ -42,39 +43,65 @@ def deliveries_mark_delivered(*, agent_id: str, message_ids: Iterable[int] = (),
     feed is handed out up to this id, which also covers its broadcasts (its feed
     cursor rises). Returns how many deliveries moved.
     """
+    return deliveries_mark_delivered_many({agent_id: (message_ids, through_id)})
+
+
+def deliveries_mark_delivered_many(entries: Mapping[str, tuple[Iterable[int], int | None]]) -> int:
+    """``deliveries_mark_delivered`` for many agents at once, in one transaction (``agent → (ids, through)``).
+
+    Its statements grow with the distinct ``through`` ids, not with the agents: a broadcast
+    handed to 200 streaming agents raises 200 cursors to one id with one ``UPDATE``.
+    """
     now = timezone.now()
-    ids = set(message_ids)
+    explicit = {agent: set(ids) for agent, (ids, _) in entries.items()}
+    by_through: dict[int, list[str]] = defaultdict(list)
+    for agent, (_, through) in entries.items():
+        if through is not None:
+            by_through[through].append(agent)
+    wanted = Q()
+    for through, agents in by_through.items():
+        wanted |= Q(agent_id__in=agents, message_id__lte=through)
+    for agent, ids in explicit.items():
+        if ids:
+            wanted |= Q(agent_id=agent, message_id__in=ids)
+    if not wanted:
+        return 0
     with transaction.atomic():
-        pending = Delivery.objects.filter(agent_id=agent_id, state=Delivery.State.QUEUED)
-        if through_id is not None:
-            pending = pending.filter(Q(message_id__in=ids) | Q(message_id__lte=through_id))
-        else:
-            pending = pending.filter(message_id__in=ids)
-        moved = list(pending.values_list("message_id", flat=True)) if (ids or through_id) else []
+        moved = list(
+            Delivery.objects.filter(wanted, state=Delivery.State.QUEUED).values_list("pk", "agent_id", "message_id")
+        )
         if moved:
-            Delivery.objects.filter(agent_id=agent_id, state=Delivery.State.QUEUED, message_id__in=moved).update(
+            Delivery.objects.filter(pk__in=[pk for pk, _, _ in moved], state=Delivery.State.QUEUED).update(
                 state=Delivery.State.DELIVERED, delivered_at=now
             )
-            events.publish("delivery", {"agent_id": agent_id, "state": "delivered", "message_ids": sorted(moved)})
-        if through_id is not None:
-            _feed_cursor_raise(agent_id, through_id, now)
+            per_agent: dict[str, list[int]] = defaultdict(list)
+            for _, agent, message_id in moved:
+                per_agent[agent].append(message_id)
+            for agent, message_ids in per_agent.items():
+                events.publish(
+                    "delivery", {"agent_id": agent, "state": "delivered", "message_ids": sorted(message_ids)}
+                )
+        for through, agents in by_through.items():
+            _feed_cursors_raise(agents, through, now)
     return len(moved)
 
 
-def _feed_cursor_raise(agent_id: str, through_id: int, now: datetime) -> None:
-    if FeedCursor.objects.filter(agent_id=agent_id, delivered_id__lt=through_id).update(
+def _feed_cursors_raise(agents: list[str], through_id: int, now: datetime) -> None:
+    """Raise these agents' feed cursors to ``through_id`` (never lower), creating the missing ones."""
+    raised = FeedCursor.objects.filter(agent_id__in=agents, delivered_id__lt=through_id).update(
         delivered_id=through_id, updated_at=now
-    ):
+    )
+    if raised == len(agents):
         return
-    if FeedCursor.objects.filter(agent_id=agent_id).exists():
-        return
-    try:
-        with transaction.atomic():
-            FeedCursor.objects.create(agent_id=agent_id, delivered_id=through_id, updated_at=now)
-    except IntegrityError:
-        FeedCursor.objects.filter(agent_id=agent_id, delivered_id__lt=through_id).update(
-            delivered_id=through_id, updated_at=now
-        )
+    # Some have no cursor yet (or one already past through_id): insert what is missing, keep what exists;
+    # a cursor another process created meanwhile is then raised like the others.
+    FeedCursor.objects.bulk_create(
+        [FeedCursor(agent_id=agent, delivered_id=through_id, updated_at=now) for agent in agents],
+        ignore_conflicts=True,
+    )
+    FeedCursor.objects.filter(agent_id__in=agents, delivered_id__lt=through_id).update(
+        delivered_id=through_id, updated_at=now
+    )
 
 
 #

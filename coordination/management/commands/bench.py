@@ -7,7 +7,16 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from coordination import bench
+from coordination.process import discovery
 from coordination.process.cli import default_url
+
+
+def _local_hub_pids(url: str) -> tuple[int, ...]:
+    """The processes of the hub at ``url`` if it is this machine's (its pidfile names it): its CPU is then measured."""
+    info = discovery.pidfile_discover()
+    if info is None or info["url"].rstrip("/") != url.rstrip("/"):
+        return ()
+    return (info["pid"], *info.get("workers", []))
 
 
 def _ints(raw: str) -> tuple[int, ...]:
@@ -25,8 +34,9 @@ class Command(BaseCommand):
     help = (
         "Measure a running hub (this one or arc.py) over HTTP: post throughput at concurrency 1/8/32, push "
         "latency over long-poll, SSE and WebSocket, SSE fan-out, relay round trip (one at a time, and bursts "
-        "of 20 agents x 5 requests at once), claim races and idle connections (docs/performance.md). Prints the "
-        "result as JSON on stdout and a table on stderr."
+        "of 20 agents x 5 requests at once), claim races and idle connections (docs/performance.md). When the hub is this machine's "
+        "(its .arc.pid names the URL), the CPU time of its processes (the supervisor and every worker) per post "
+        "is measured too. Prints the result as JSON on stdout and a table on stderr."
     )
     requires_system_checks: list[str] = []  # a hub client: it never opens the database itself
 
@@ -68,8 +78,9 @@ class Command(BaseCommand):
         g.add_argument("--seed", type=int, help="seed for the random pauses")
 
     def handle(self, *args: Any, **options: Any) -> None:
+        url = options["url"] or default_url()
         config = bench.BenchConfig(
-            url=options["url"] or default_url(),
+            url=url,
             token=options["token"],
             only=_names(options["only"]),
             concurrency=_ints(options["concurrency"]),
@@ -93,6 +104,7 @@ class Command(BaseCommand):
             idle_transports=_names(options["idle_transports"]),
             idle_posts=options["idle_posts"],
             seed=options["seed"],
+            server_pids=_local_hub_pids(url),
         )
         quiet = options["json_only"] or options["verbosity"] < 1
         try:
