@@ -7,8 +7,8 @@ processes on one listening socket.
 
 Why Uvicorn (httptools, uvloop) and not Daphne, which ``runserver`` still uses: Daphne
 buffers a whole request body before the application sees any of it, so a 413 cannot
-come before the body is read (SPEC section 10), and its Twisted loop costs more CPU per
-request; the figures are in docs/performance.md.
+come before the body is read (docs/deployment.md), and its Twisted loop costs more CPU per
+request (docs/deployment.md, "The server").
 """
 
 from __future__ import annotations
