@@ -13,7 +13,8 @@
 # missing and we are root. Where it still cannot be reached, the PostgreSQL run is skipped
 # with the reason printed; the SQLite run always runs.
 # Chromium: the browser tests use Debian's /usr/bin/chromium, installed with apt-get when missing
-# and we are root; without it they are skipped (reason printed by pytest).
+# and we are root; without it they are skipped (reason printed by pytest). nginx likewise, for the
+# load-balancer test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -82,6 +83,18 @@ ensure_redis() {
   return 1
 }
 
+# nginx for the load-balancer test (tests/test_nginx.py): Debian's package, never started as a service.
+ensure_nginx() {
+  command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] && return 0
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    say "installing nginx (apt-get)"
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light >/dev/null) || true
+    # The package may start its own daemon on port 80; the test runs its own nginx.
+    (command -v service >/dev/null 2>&1 && service nginx stop >/dev/null 2>&1) || pkill -x nginx || true
+  fi
+  command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ]
+}
+
 # Debian's package only: no browser is ever downloaded (`playwright install` is not used).
 ensure_chromium() {
   [ -x /usr/bin/chromium ] && return 0
@@ -112,6 +125,12 @@ if ensure_chromium; then
   say "Chromium at /usr/bin/chromium ($(/usr/bin/chromium --version 2>/dev/null || echo 'version unknown')): browser tests run"
 else
   say "Chromium UNAVAILABLE (no /usr/bin/chromium, and it could not be installed here): browser tests will be skipped"
+fi
+
+if ensure_nginx; then
+  say "nginx available: the load-balancer test runs"
+else
+  say "nginx UNAVAILABLE (and it could not be installed here): the load-balancer test will be skipped"
 fi
 
 # arc.py (the reference the interop tests run) is fetched once here, so the two runs below
