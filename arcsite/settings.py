@@ -351,7 +351,9 @@ if ARC_REDIS_URL:
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
             "CONFIG": {
-                "hosts": [ARC_REDIS_URL],
+                # redis-py waits 5 s on a socket by default, which is exactly how long channels-redis
+                # blocks waiting for a message: an idle receive then fails. Give the socket longer.
+                "hosts": [{"address": ARC_REDIS_URL, "socket_timeout": 15}],
                 "prefix": ARC_REDIS_PREFIX,
                 "capacity": 10_000,
                 "expiry": 60,

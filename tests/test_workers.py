@@ -245,8 +245,42 @@ def test_sigterm_drains_every_worker_and_the_supervisor_exits_cleanly(tmp_path: 
 
 
 def _alive(pid: int) -> bool:
+    """Is ``pid`` a running process (a zombie nobody reaped yet has stopped)?"""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except (OSError, IndexError):
         return False
-    return True
+    return state != "Z"
+
+
+def test_a_killed_supervisor_takes_its_workers_with_it(tmp_path: Path) -> None:
+    with running_hub(tmp_path / "orphans", args=("--workers", "2", "--no-relay"), extra_env=_worker_env()) as hub:
+        workers = _pidfile(hub)["workers"]
+        hub.proc.send_signal(signal.SIGKILL)
+        hub.proc.wait(10)
+        for pid in workers:  # no worker is left serving a port nobody supervises
+            _wait_for(f"worker {pid} to exit after its supervisor", lambda pid=pid: not _alive(pid), timeout=30)
+
+
+def test_a_websocket_idle_longer_than_redis_blocks_still_hears_a_post_from_another_worker(hub: Hub) -> None:
+    # channels-redis blocks 5 s on Redis for a message; redis-py's socket waited 5 s too, so an idle
+    # receive failed and took the socket down. Idle past that, then talk to it from elsewhere.
+    import websockets.sync.client
+    from websockets.typing import Origin
+
+    with websockets.sync.client.connect(
+        hub.url.replace("http://", "ws://") + "/v1/ws", origin=Origin(hub.url), open_timeout=30
+    ) as ws:
+        ws.send(json.dumps({"type": "register", "id": "r1", "agent_id": "idle-socket"}))
+        assert json.loads(ws.recv(timeout=30))["type"] == "registered"
+        time.sleep(7)  # longer than channels-redis's 5 s block: what failed is the wait itself
+        poster = Conn(hub)
+        status, posted = poster.call(
+            "POST", "/v1/messages", {"from_agent": "waker", "to_agent": "idle-socket", "body": "still there?"}
+        )
+        assert status == 201, posted
+        while True:
+            frame = json.loads(ws.recv(timeout=30))
+            if frame["type"] == "message":
+                break
+        assert frame["message"]["id"] == posted["result"]["id"]

@@ -18,6 +18,7 @@ import os
 import select
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -55,11 +56,33 @@ def worker_count(raw: str | None) -> int:
 
 
 def worker_socket() -> object | None:
-    """In a worker: the supervisor's listening socket (``None`` in a hub of one process)."""
+    """In a worker: the supervisor's listening socket (``None`` in a hub of one process).
+
+    A worker also asks the kernel for SIGTERM when its supervisor dies (Linux), so a killed
+    supervisor never leaves workers serving on its port.
+    """
     import socket
 
     fd = os.environ.get(WORKER_FD_ENV)
-    return socket.socket(fileno=int(fd)) if fd else None
+    if not fd:
+        return None
+    _die_with_parent()
+    return socket.socket(fileno=int(fd))
+
+
+def _die_with_parent() -> None:
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        log.warning("cannot ask to be stopped with the supervisor; a killed supervisor leaves this worker running")
+        return
+    if os.getppid() == 1:  # the supervisor died before we asked
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def worker_ready() -> None:
@@ -142,7 +165,8 @@ def supervise(
 def _spawn(index: int, argv: list[str], listen_fd: int) -> Worker:
     read_end, write_end = os.pipe()
     env = {**os.environ, WORKER_FD_ENV: str(listen_fd), READY_FD_ENV: str(write_end), "ARC_WORKER_INDEX": str(index)}
-    proc = subprocess.Popen(argv, env=env, pass_fds=(listen_fd, write_end), start_new_session=False)
+    # A session of its own: a terminal's Ctrl-C reaches the supervisor alone, which tells each worker once.
+    proc = subprocess.Popen(argv, env=env, pass_fds=(listen_fd, write_end), start_new_session=True)
     os.close(write_end)
     return Worker(index=index, proc=proc, started=time.monotonic(), ready_fd=read_end)
 

@@ -70,7 +70,14 @@ class Subscription:
         return message.get("to_agent") is not None or not self.rooms or message.get("channel") in self.rooms
 
 
+# Sockets hear the hub's events through the process's one dispatcher (coordination.core.events), so a
+# consumer needs no channel of its own on the channel layer: an alias no layer has gives it none.
+NO_CHANNEL_LAYER = "arc.none"
+
+
 class HubConsumer(AsyncWebsocketConsumer):
+    channel_layer_alias = NO_CHANNEL_LAYER
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.agent_id: str | None = None
@@ -436,7 +443,9 @@ class HubConsumer(AsyncWebsocketConsumer):
 
 
 class NoRouteConsumer(AsyncWebsocketConsumer):
-    """Any other WebSocket path: refused (a 403 at the handshake under Daphne)."""
+    """Any other WebSocket path: refused (a 403 at the handshake)."""
+
+    channel_layer_alias = NO_CHANNEL_LAYER
 
     async def connect(self) -> None:
         await self.close(code=CLOSE_NO_ROUTE)
