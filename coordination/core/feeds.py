@@ -20,6 +20,7 @@ cursor, so it cannot cost a message.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import time
 from collections.abc import Iterable
@@ -304,17 +305,25 @@ class DeliveryBatch:
             self._urgent = True
             if self._timer is not None:
                 self._timer.cancel()
-            self._timer = loop.call_soon(self._start)
+            self._timer = loop.call_soon(self._start, context=contextvars.Context())
         elif self._timer is None:
-            self._timer = loop.call_later(DeliveryMarker.FLUSH_SEC, self._start)
+            # A context of its own: the batch belongs to no one reader, and must not carry the
+            # context variables (asgiref's executors among them) of the request that happened to start it.
+            self._timer = loop.call_later(DeliveryMarker.FLUSH_SEC, self._start, context=contextvars.Context())
         return self._written
+
+    def write_now(self) -> None:
+        """Start writing what is pending at once (its timer not waited for), if it belongs to this loop."""
+        if self._timer is not None and self._loop is asyncio.get_running_loop():
+            self._timer.cancel()
+            contextvars.Context().run(self._start)
 
     def _start(self) -> None:
         pending, written = self._pending, self._written
         self._pending, self._written, self._timer, self._urgent = {}, None, None, False
         if written is None:
             return
-        task = asyncio.get_running_loop().create_task(self._write(pending, written))
+        task = asyncio.get_running_loop().create_task(self._write(pending, written), context=contextvars.Context())
         _background.add(task)
         task.add_done_callback(_background.discard)
 
@@ -410,9 +419,20 @@ async def long_poll(
 
 
 async def background_settled() -> None:
-    """Wait until the delivery records long-polls write after answering are written (for tests, shutdown)."""
-    while _background:
-        await asyncio.wait(list(_background))
+    """Wait until the delivery records this loop's readers handed over are written (for tests, shutdown).
+
+    Only this loop's writes: a task of another loop (a test's, since closed) can never finish here.
+    """
+    loop = asyncio.get_running_loop()
+    delivery_batch.write_now()
+    while True:
+        for task in list(_background):
+            if task.get_loop() is not loop and (task.done() or task.get_loop().is_closed()):
+                _background.discard(task)
+        mine = [task for task in _background if task.get_loop() is loop]
+        if not mine:
+            return
+        await asyncio.wait(mine)
 
 
 def _room_closed_or_missing(name: str) -> bool:
