@@ -20,21 +20,17 @@ cursor, so it cannot cost a message.
 from __future__ import annotations
 
 import asyncio
-import contextvars
-import logging
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from asgiref.sync import sync_to_async
-from django.db import DatabaseError
 
 from coordination.core import events, selectors, services
 from coordination.core.access import Identity
 from coordination.core.errors import Invalid, NotFound
 
-log = logging.getLogger("arc.feeds")
 _background: set[asyncio.Task[None]] = set()  # delivery records being written after an answer left
 
 
@@ -238,14 +234,11 @@ def _read_after(flt: FeedFilter, cursor: int, limit: int) -> tuple[list[dict[str
 
 
 class DeliveryMarker:
-    """Records what a feed handed to its agent (delivery truth), batched across every reader of the process.
+    """Records what a feed handed to its agent (delivery truth), in batches.
 
     Direct messages handed out become ``delivered``; a feed that is the agent's
     whole view (no room or thread filter) also raises the agent's cursor, which
-    is how broadcasts count as delivered. ``flush`` hands what this reader noted to the
-    process's one ``DeliveryBatch``, which writes every reader's records in one
-    transaction at most every ``FLUSH_SEC``: a broadcast to 200 streaming agents costs
-    one write, not 200. ``flush(force=True)`` waits until this reader's records are written.
+    is how broadcasts count as delivered. Writes at most every ``FLUSH_SEC``.
     """
 
     FLUSH_SEC = 0.25
@@ -255,7 +248,7 @@ class DeliveryMarker:
         self.whole_feed = flt.agent_id is not None and not (flt.channel or flt.thread_id or flt.rooms)
         self._ids: list[int] = []
         self._through = 0
-        self._written: asyncio.Future[None] | None = None
+        self._last_flush = 0.0
 
     @property
     def dirty(self) -> bool:
@@ -269,77 +262,16 @@ class DeliveryMarker:
             self._through = max(self._through, cursor)
 
     async def flush(self, *, force: bool = False) -> None:
-        if self.agent_id is not None and self.dirty:
-            ids, through = self._ids, self._through
-            self._ids, self._through = [], 0
-            self._written = delivery_batch.add(self.agent_id, ids, through, now=force)
-        if force and self._written is not None:
-            written, self._written = self._written, None
-            await asyncio.shield(written)
-
-
-class DeliveryBatch:
-    """The process's pending delivery records, written together (``services.deliveries_mark_delivered_many``).
-
-    ``add`` merges one reader's records into the next batch and returns a future that is
-    done once that batch is written; the batch is written ``FLUSH_SEC`` after its first
-    record, or at the next turn of the loop when a reader needs it now.
-    """
-
-    def __init__(self) -> None:
-        self._pending: dict[str, tuple[set[int], int]] = {}
-        self._written: asyncio.Future[None] | None = None
-        self._timer: asyncio.Handle | None = None
-        self._urgent = False
-        self._loop: asyncio.AbstractEventLoop | None = None
-
-    def add(self, agent_id: str, ids: list[int], through: int, *, now: bool) -> asyncio.Future[None]:
-        loop = asyncio.get_running_loop()
-        if self._loop is not loop:  # a new loop (tests run one each): nothing pending belongs to it
-            self._pending, self._written, self._timer, self._urgent, self._loop = {}, None, None, False, loop
-        known_ids, known_through = self._pending.get(agent_id, (set(), 0))
-        self._pending[agent_id] = (known_ids | set(ids), max(known_through, through))
-        if self._written is None:
-            self._written = loop.create_future()
-        if now and not self._urgent:
-            self._urgent = True
-            if self._timer is not None:
-                self._timer.cancel()
-            self._timer = loop.call_soon(self._start, context=contextvars.Context())
-        elif self._timer is None:
-            # A context of its own: the batch belongs to no one reader, and must not carry the
-            # context variables (asgiref's executors among them) of the request that happened to start it.
-            self._timer = loop.call_later(DeliveryMarker.FLUSH_SEC, self._start, context=contextvars.Context())
-        return self._written
-
-    def write_now(self) -> None:
-        """Start writing what is pending at once (its timer not waited for), if it belongs to this loop."""
-        if self._timer is not None and self._loop is asyncio.get_running_loop():
-            self._timer.cancel()
-            contextvars.Context().run(self._start)
-
-    def _start(self) -> None:
-        pending, written = self._pending, self._written
-        self._pending, self._written, self._timer, self._urgent = {}, None, None, False
-        if written is None:
+        if self.agent_id is None or not self.dirty:
             return
-        task = asyncio.get_running_loop().create_task(self._write(pending, written), context=contextvars.Context())
-        _background.add(task)
-        task.add_done_callback(_background.discard)
-
-    @staticmethod
-    async def _write(pending: dict[str, tuple[set[int], int]], written: asyncio.Future[None]) -> None:
-        entries = {agent: (sorted(ids), through or None) for agent, (ids, through) in pending.items()}
-        try:
-            await sync_to_async(services.deliveries_mark_delivered_many)(entries)
-        except DatabaseError:  # the readers have their messages; their records wait for the next batch of theirs
-            log.exception("could not record deliveries for %d agents", len(entries))
-        finally:
-            if not written.done():
-                written.set_result(None)
-
-
-delivery_batch = DeliveryBatch()
+        if not force and time.monotonic() - self._last_flush < self.FLUSH_SEC:
+            return
+        ids, through = self._ids, self._through
+        self._ids, self._through = [], 0
+        self._last_flush = time.monotonic()
+        await sync_to_async(services.deliveries_mark_delivered)(
+            agent_id=self.agent_id, message_ids=ids, through_id=through or None
+        )
 
 
 class Presence:
@@ -419,12 +351,11 @@ async def long_poll(
 
 
 async def background_settled() -> None:
-    """Wait until the delivery records this loop's readers handed over are written (for tests, shutdown).
+    """Wait until the delivery records this loop's long-polls write after answering are written (for tests, shutdown).
 
     Only this loop's writes: a task of another loop (a test's, since closed) can never finish here.
     """
     loop = asyncio.get_running_loop()
-    delivery_batch.write_now()
     while True:
         for task in list(_background):
             if task.get_loop() is not loop and (task.done() or task.get_loop().is_closed()):
