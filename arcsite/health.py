@@ -15,24 +15,33 @@ from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
 from django.db import DatabaseError, connection
 from django.http import HttpRequest, JsonResponse
-from django.views.decorators.http import require_GET
+
+from coordination.api.envelope import error
 
 CHECK_TIMEOUT_SEC = 2.0
 
 
-@require_GET
 async def healthz(request: HttpRequest) -> JsonResponse:
+    if request.method not in ("GET", "HEAD"):
+        return _get_only(request)
     return JsonResponse({"ok": True, "result": {"status": "alive", "pid": os.getpid()}})
 
 
-@require_GET
 async def readyz(request: HttpRequest) -> JsonResponse:
+    if request.method not in ("GET", "HEAD"):
+        return _get_only(request)
     checks = {"database": await sync_to_async(_database)(), "channel_layer": await _channel_layer()}
     ready = all(value == "ok" for value in checks.values())
     body = {"ok": ready, "result": {"status": "ready" if ready else "not ready", "pid": os.getpid(), **checks}}
     if not ready:
         body["error"] = "not ready: " + ", ".join(f"{name} {value}" for name, value in checks.items() if value != "ok")
     return JsonResponse(body, status=200 if ready else 503)
+
+
+def _get_only(request: HttpRequest) -> JsonResponse:
+    response = error(f"{request.path} answers GET only, not {request.method}", 405)
+    response["Allow"] = "GET, HEAD"
+    return response
 
 
 def _database() -> str:

@@ -569,3 +569,12 @@ async def test_the_guard_ignores_non_http_scopes():
     await BodyLimit(app, limit=1)({"type": "websocket", "headers": [(b"content-length", b"999")]}, receive, send)
 
     assert seen == ["websocket"]
+
+
+@pytest.mark.parametrize("path", ["/healthz", "/readyz"])
+def test_the_health_checks_answer_another_method_with_a_405_envelope(db, client, path):
+    response = client.post(path, data="{", content_type="application/json")
+    assert response.status_code == 405
+    assert response.json()["ok"] is False
+    assert "GET only" in response.json()["error"]
+    assert client.get("/healthz").json()["result"]["status"] == "alive"
