@@ -25,6 +25,8 @@ from django.db.backends.utils import CursorWrapper
 
 from arcsite.asgi import application
 from coordination.core import events, feeds, hub, services
+from coordination.core.feeds import DeliveryMarker, FeedFilter
+from coordination.core.models import FeedCursor
 from tests.conftest import ApiClient, Persona
 
 
@@ -160,3 +162,40 @@ async def test_a_long_poll_woken_by_a_post(monkeypatch):
     assert start["status"] == 200
     assert [m["body"] for m in json.loads(body["body"])["result"]] == ["wake up"]
     assert statement_count(seen[posted:]) == 5, seen[posted:]
+
+
+def _broadcast_shown_to(readers: list[str]) -> tuple[int, list[DeliveryMarker]]:
+    services.rooms_ensure_defaults()
+    message = services.message_post(from_agent="alice", channel="general", body="everyone")
+    markers = [DeliveryMarker(FeedFilter(agent_id=reader)) for reader in readers]
+    for marker in markers:
+        marker.note([message.as_wire()], message.id)
+    return message.id, markers
+
+
+def _cursors_at(message_id: int) -> int:
+    return FeedCursor.objects.filter(delivered_id=message_id).count()
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_what_fifty_readers_were_shown_is_recorded_in_two_writes_not_fifty():
+    """Records handed over while one write runs are written together by the next (``feeds._GroupWrite``)."""
+    message_id, markers = await sync_to_async(_broadcast_shown_to)([f"reader-{n}" for n in range(50)])
+    with statements() as seen:
+        await asyncio.gather(*(marker.flush(force=True) for marker in markers))
+    assert await sync_to_async(_cursors_at)(message_id) == 50
+    # One write is the first reader's (a delivery look, a cursor update, an insert, an update);
+    # the other 49 readers' records wait for it and go in the second. Per reader, it would be 200.
+    assert statement_count(seen) <= 2 * 4, seen
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_reader_waiting_on_a_cancelled_writer_writes_the_records_itself():
+    message_id, (first, second) = await sync_to_async(_broadcast_shown_to)(["first", "second"])
+    leading = asyncio.create_task(first.flush(force=True))
+    await asyncio.sleep(0)  # the first reader is writing (its batch in the thread)
+    waiting = asyncio.create_task(second.flush(force=True))
+    await asyncio.sleep(0)  # the second waits for the next batch
+    leading.cancel()  # (a stream whose client went away)
+    await asyncio.wait_for(waiting, 30)
+    assert await sync_to_async(_cursors_at)(message_id) == 2

@@ -20,7 +20,9 @@ cursor, so it cannot cost a message.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
+import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,6 +33,7 @@ from coordination.core import events, selectors, services
 from coordination.core.access import Identity
 from coordination.core.errors import Invalid, NotFound
 
+log = logging.getLogger("arc.feeds")
 _background: set[asyncio.Task[None]] = set()  # delivery records being written after an answer left
 
 
@@ -238,7 +241,10 @@ class DeliveryMarker:
 
     Direct messages handed out become ``delivered``; a feed that is the agent's
     whole view (no room or thread filter) also raises the agent's cursor, which
-    is how broadcasts count as delivered. Writes at most every ``FLUSH_SEC``.
+    is how broadcasts count as delivered. A reader hands its records over at most
+    every ``FLUSH_SEC``; what every reader of this loop hands over while a write is
+    under way is written together by the next one (``_GroupWrite``): a broadcast
+    shown to 200 streaming agents costs two writes, not 200.
     """
 
     FLUSH_SEC = 0.25
@@ -262,6 +268,7 @@ class DeliveryMarker:
             self._through = max(self._through, cursor)
 
     async def flush(self, *, force: bool = False) -> None:
+        """Hand the records over; ``force``: now, and return once they are written."""
         if self.agent_id is None or not self.dirty:
             return
         if not force and time.monotonic() - self._last_flush < self.FLUSH_SEC:
@@ -269,9 +276,85 @@ class DeliveryMarker:
         ids, through = self._ids, self._through
         self._ids, self._through = [], 0
         self._last_flush = time.monotonic()
-        await sync_to_async(services.deliveries_mark_delivered)(
-            agent_id=self.agent_id, message_ids=ids, through_id=through or None
-        )
+        await _GroupWrite.of_this_loop().write(self.agent_id, ids, through, wait=force)
+
+
+class _GroupWrite:
+    """One loop's delivery records, written by whichever reader comes when no write is under way.
+
+    That reader (the leader) writes what is pending, then what arrived meanwhile, until
+    nothing is left. The write runs in the leader's own task and context, as a reader's
+    own write would: no timer, no task of its own. A reader that must know its records
+    are written waits for its batch; if the leader is cancelled first (its client went
+    away), the batch goes back to pending and a waiter takes over. A failed write fails
+    its waiters' flushes, as their own write would have, and the leader goes on.
+    """
+
+    _loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _GroupWrite] = weakref.WeakKeyDictionary()
+
+    def __init__(self) -> None:
+        self._pending: dict[str, tuple[set[int], int]] = {}
+        self._waiters: list[asyncio.Future[None]] = []  # of the pending records: done once written
+        self._leader: asyncio.Future[None] | None = None  # set while a reader writes; done when it stops
+
+    @classmethod
+    def of_this_loop(cls) -> _GroupWrite:
+        loop = asyncio.get_running_loop()
+        if (group := cls._loops.get(loop)) is None:
+            group = cls._loops[loop] = cls()
+        return group
+
+    async def write(self, agent_id: str, ids: list[int], through: int, *, wait: bool) -> None:
+        known_ids, known_through = self._pending.get(agent_id, (set(), 0))
+        self._pending[agent_id] = (known_ids | set(ids), max(known_through, through))
+        mine: asyncio.Future[None] | None = None
+        if wait:
+            mine = asyncio.get_running_loop().create_future()
+            mine.add_done_callback(_retrieved)
+            self._waiters.append(mine)
+        if self._leader is None:
+            await self._lead()
+        while mine is not None and not mine.done():
+            if self._leader is None:
+                await self._lead()
+            else:
+                await asyncio.wait({mine, self._leader}, return_when=asyncio.FIRST_COMPLETED)
+        if mine is not None:
+            mine.result()
+
+    async def _lead(self) -> None:
+        self._leader = leader = asyncio.get_running_loop().create_future()
+        try:
+            while self._pending:
+                pending, waiters = self._pending, self._waiters
+                self._pending, self._waiters = {}, []
+                entries = {agent: (sorted(ids), through or None) for agent, (ids, through) in pending.items()}
+                try:
+                    await sync_to_async(services.deliveries_mark_delivered_many)(entries)
+                except asyncio.CancelledError:
+                    self._requeue(pending, waiters)  # (the thread may still write it: a second write changes nothing)
+                    raise
+                except Exception as exc:  # noqa: BLE001 - the waiters' flushes raise it
+                    log.warning("could not record deliveries for %d agents: %s", len(entries), exc)
+                    for waiter in waiters:
+                        waiter.set_exception(exc)
+                    continue
+                for waiter in waiters:
+                    waiter.set_result(None)
+        finally:
+            self._leader = None
+            leader.set_result(None)
+
+    def _requeue(self, pending: dict[str, tuple[set[int], int]], waiters: list[asyncio.Future[None]]) -> None:
+        for agent, (ids, through) in self._pending.items():
+            known_ids, known_through = pending.get(agent, (set(), 0))
+            pending[agent] = (known_ids | ids, max(known_through, through))
+        self._pending, self._waiters = pending, [*waiters, *self._waiters]
+
+
+def _retrieved(future: asyncio.Future[None]) -> None:
+    if not future.cancelled():
+        future.exception()  # its waiter raises it; if the waiter is gone, the leader has logged it
 
 
 class Presence:
