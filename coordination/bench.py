@@ -24,6 +24,10 @@ Measurements (each a JSON-serialisable dict; ``metric_rows`` flattens them):
   own cost apart from the hub's.
 - ``claims``: K clients race ``POST /v1/claims`` for one key; exactly one may win.
 - ``idle``: post throughput at concurrency 8 with and without C idle streams held open.
+- ``mcp``: two agents through MCP tools with the official SDK's client (``coordination.bench_mcp``,
+  which the caller hands in as ``mcp_phase``: this module imports no MCP code): A sends B a
+  direct message and B reads it (round trip), and A sends 200 in a row (sends/s), over stdio
+  (``manage.py mcp`` per agent) and ``/mcp``.
 
 Pauses between push messages are random (``gap_ms``): a hub that sleep-polls its
 database (arc.py: 250 ms long-poll, 500 ms SSE) answers after a delay that depends on
@@ -43,7 +47,7 @@ import statistics
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -52,7 +56,8 @@ from urllib.parse import urlencode, urlsplit
 
 from coordination.client import relay_request, spool_name, spool_write
 
-MEASUREMENTS = ("posts", "push", "fanout", "relay", "relay_burst", "claims", "idle")
+MEASUREMENTS = ("posts", "push", "fanout", "relay", "relay_burst", "claims", "idle", "mcp")
+MCP_TRANSPORTS = ("stdio", "http")
 PUSH_TRANSPORTS = ("longpoll", "sse", "ws")
 WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
@@ -100,6 +105,9 @@ class BenchConfig:
     idle_posts: int = 1000
     wait_sec: float = 10.0  # longest wait for any one expected answer
     seed: int | None = None
+    mcp_transports: tuple[str, ...] = MCP_TRANSPORTS
+    mcp_round_trips: int = 50
+    mcp_sends: int = 200
     # The server's processes on this machine (a hub's supervisor and workers): their CPU time over
     # each post phase, read from /proc, is reported per post. Empty: not measured.
     server_pids: tuple[int, ...] = ()
@@ -682,6 +690,7 @@ def latency_summary(seconds: list[float]) -> dict[str, Any]:
 class Bench:
     config: BenchConfig
     log: Log = field(default=lambda _line: None)
+    mcp_phase: McpPhase | None = None
 
     def __post_init__(self) -> None:
         self.target = Target.parse(self.config.url, self.config.token)
@@ -703,6 +712,7 @@ class Bench:
                 "relay_burst": self.relay_burst,
                 "claims": self.claims,
                 "idle": self.idle,
+                "mcp": self.mcp,
             }
             for name in MEASUREMENTS:
                 if name in self.config.only:
@@ -1274,6 +1284,14 @@ class Bench:
             "ratio": round(loaded["per_sec"] / baseline["per_sec"], 3) if baseline["per_sec"] else None,
         }
 
+    # mcp --------------------------------------------------------------------
+
+    async def mcp(self, _sender: Http) -> dict[str, Any]:
+        if self.mcp_phase is None:
+            return {"status": "error", "reason": "no MCP client was handed to the bench (coordination.bench_mcp)"}
+        pids = self.config.server_pids
+        return await self.mcp_phase(self.config, self.run_id, lambda: cpu_seconds(pids))
+
 
 def raise_fd_limit() -> int:
     """Raise this process's soft open-files limit to the hard one; returns the soft limit now in force."""
@@ -1294,8 +1312,14 @@ def open_fd_count() -> int:
         return 0
 
 
-def run(config: BenchConfig, log: Log | None = None) -> dict[str, Any]:
-    """Run the configured measurements against ``config.url`` and return their JSON-serialisable result."""
+McpPhase = Callable[[BenchConfig, str, Callable[[], float | None]], Awaitable[dict[str, Any]]]
+
+
+def run(config: BenchConfig, log: Log | None = None, mcp_phase: McpPhase | None = None) -> dict[str, Any]:
+    """Run the configured measurements against ``config.url`` and return their JSON-serialisable result.
+
+    ``mcp_phase(config, run_id, cpu)``: runs the ``mcp`` measurement (``coordination.bench_mcp.phase``).
+    """
     unknown = set(config.only) - set(MEASUREMENTS)
     if unknown:
         raise BenchError(f"unknown measurements: {', '.join(sorted(unknown))} (one of {', '.join(MEASUREMENTS)})")
@@ -1305,7 +1329,10 @@ def run(config: BenchConfig, log: Log | None = None) -> dict[str, Any]:
     bad = set(config.idle_transports) - {"sse", "ws"}
     if bad:
         raise BenchError(f"unknown idle transports: {', '.join(sorted(bad))} (sse or ws)")
-    return asyncio.run(Bench(config, log or (lambda _line: None)).run())
+    bad = set(config.mcp_transports) - set(MCP_TRANSPORTS)
+    if bad:
+        raise BenchError(f"unknown MCP transports: {', '.join(sorted(bad))} (stdio or http)")
+    return asyncio.run(Bench(config, log or (lambda _line: None), mcp_phase).run())
 
 
 # ── Reporting ────────────────────────────────────────────────────────────────
@@ -1426,6 +1453,19 @@ def metric_rows(report: dict[str, Any]) -> list[tuple[str, str, Value]]:
                 (f"idle.{kind}.per_sec", f"POST c={c} posts/s, {name} streams idle", r["with_idle"]["per_sec"]),
                 (f"idle.{kind}.ratio", f"throughput with idle {name} / without", r["ratio"]),
             ]
+    names = {"stdio": "stdio", "http": "/mcp"}
+    for transport, r in results.get("mcp", {}).items():
+        label = f"MCP over {names.get(transport, transport)}"
+        if r.get("status") != "ok":
+            rows.append((f"mcp.{transport}.rt_p50_ms", f"{label}: DM round trip p50 ms", r.get("status")))
+            continue
+        rows += [
+            (f"mcp.{transport}.rt_p50_ms", f"{label}: DM round trip p50 ms", r["round_trip"].get("p50_ms")),
+            (f"mcp.{transport}.rt_p99_ms", f"{label}: DM round trip p99 ms", r["round_trip"].get("p99_ms")),
+            (f"mcp.{transport}.sends_per_sec", f"{label}: {r['sends']} DMs in a row, sends/s", r["sends_per_sec"]),
+        ]
+        if "cpu_ms_per_send" in r:
+            rows.append((f"mcp.{transport}.cpu_ms", f"{label}: server CPU ms per send", r["cpu_ms_per_send"]))
     return rows
 
 

@@ -2,7 +2,7 @@
 """This hub beside arc.py on one machine: ``manage.py bench``'s measurements, medians of several runs.
 
     .venv/bin/python scripts/bench_compare.py [--runs 3] [--workers 1,2] [--postgres URL] [--only posts,push,...]
-                                              [--json FILE] [--markdown FILE]
+                                              [--mcp-peers agent-mailbox,mcp-agent-mail] [--json FILE] [--markdown FILE]
     .venv/bin/python scripts/bench_compare.py --from-json FILE     # re-print a saved run
 
 Each run starts a fresh server with fresh SQLite storage, warms it up, measures it
@@ -21,6 +21,11 @@ with the hub under test. arc.py sleep-polls its database (250 ms long-poll and r
 pauses up to 500 ms: a fixed short pause would always land at the same point of its
 sleep. This hub is pushed to, and gets pauses up to 50 ms.
 
+The ``mcp`` measurement (two agents through MCP tools, over stdio and ``/mcp``) is this hub's
+only: arc.py has no MCP door. Beside it, ``--mcp-peers`` runs other MCP mail servers from their
+PyPI packages (``scripts/mcp_peers.py``: installed once into .cache/mcp-peers, started fresh on a
+temporary directory each run), measured over stdio by the same code, in a table of their own.
+
 Prints the medians side by side with the ratio hub/arc.py as JSON on stdout and as a
 markdown table (for README's Performance section) on stderr.
 """
@@ -28,6 +33,7 @@ markdown table (for README's Performance section) on stderr.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import platform
@@ -46,7 +52,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from coordination import bench  # noqa: E402  (needs ROOT on sys.path)
+import mcp_peers  # noqa: E402  (scripts/, beside this file)
+
+from coordination import bench, bench_mcp  # noqa: E402  (needs ROOT on sys.path)
 
 CACHE = ROOT / ".cache" / "arc-sdist"
 ARC = "arc.py"
@@ -99,6 +107,8 @@ def hub_workers(kind: str) -> int:
 def label(kind: str, database: str) -> str:
     if kind == ARC:
         return "arc.py 0.0.1"
+    if kind in mcp_peers.PEERS:
+        return mcp_peers.PEERS[kind].name
     workers = hub_workers(kind)
     return f"this hub, {workers} worker{'s' if workers > 1 else ''} ({database})"
 
@@ -172,6 +182,12 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 def measure(kind: str, config: bench.BenchConfig, tmp: Path, run: int, options: argparse.Namespace) -> dict[str, Any]:
+    if kind in mcp_peers.PEERS:
+        return asyncio.run(
+            mcp_peers.measure(kind, f"{kind}-{run}", config.mcp_round_trips, config.mcp_sends, config.wait_sec)
+        )
+    if kind == ARC:
+        config = replace(config, only=tuple(name for name in config.only if name != "mcp"))  # no MCP door
     workdir = tmp / f"{kind}-{run}"
     workdir.mkdir()
     url, proc, spool = start(kind, workdir, options)
@@ -180,7 +196,7 @@ def measure(kind: str, config: bench.BenchConfig, tmp: Path, run: int, options: 
         warm = replace(warm, push_transports=("longpoll", "sse"), push_messages=5, push_max_sec=5, relay_requests=3)
         bench.run(warm)
         measured = replace(config, url=url, spool_dir=spool, server_pids=server_pids(kind, proc, workdir))
-        return bench.run(measured, log=lambda line: log(f"  {kind} {line}"))
+        return bench.run(measured, log=lambda line: log(f"  {kind} {line}"), mcp_phase=bench_mcp.phase)
     finally:
         stop(proc)
         if options.postgres and kind != ARC:
@@ -207,18 +223,36 @@ def ratio(hub: bench.Value, arc: bench.Value) -> float | None:
 
 
 def markdown(summary: dict[str, Any]) -> str:
+    """The table beside arc.py; then, if measured, the MCP table beside the MCP peers."""
     date = summary["date"][:10]
-    hubs = [kind for kind in summary["servers"] if kind != ARC]
-    head = [f"median of {summary['runs']} runs ({date})", summary["labels"][ARC]]
-    for kind in hubs:
-        head += [summary["labels"][kind], "ratio"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for row in summary["metrics"].values():
-        cells = [row["label"], bench.format_value(row[ARC])]
+    hubs = [kind for kind in summary["servers"] if kind != ARC and kind not in mcp_peers.PEERS]
+    lines: list[str] = []
+    if ARC in summary["servers"] and any(not key.startswith("mcp.") for key in summary["metrics"]):
+        head = [f"median of {summary['runs']} runs ({date})", summary["labels"][ARC]]
         for kind in hubs:
-            r = row["ratio"].get(kind)
-            cells += [bench.format_value(row[kind]), f"{r:g}x" if r else ""]
-        lines.append("| " + " | ".join(cells) + " |")
+            head += [summary["labels"][kind], "ratio"]
+        lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for key, row in summary["metrics"].items():
+            if key.startswith("mcp."):
+                continue
+            cells = [row["label"], bench.format_value(row.get(ARC))]
+            for kind in hubs:
+                r = row["ratio"].get(kind)
+                cells += [bench.format_value(row.get(kind)), f"{r:g}x" if r else ""]
+            lines.append("| " + " | ".join(cells) + " |")
+    mcp_rows = {key: row for key, row in summary["metrics"].items() if key.startswith("mcp.")}
+    if mcp_rows:
+        peers = [kind for kind in summary["servers"] if kind in mcp_peers.PEERS]
+        head = [f"MCP, median of {summary['runs']} runs ({date})"]
+        head += [summary["labels"][kind] for kind in [*hubs, *peers]]
+        lines += [*([""] if lines else []), "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for key, row in mcp_rows.items():
+            if key.startswith("mcp.http.") and not any(row.get(kind) is not None for kind in hubs):
+                continue
+            label = (
+                row["label"] if not key.startswith("mcp.stdio.") else row["label"].replace("MCP over stdio", "stdio")
+            )
+            lines.append("| " + " | ".join([label, *(bench.format_value(row.get(k)) for k in [*hubs, *peers])]) + " |")
     return "\n".join(lines)
 
 
@@ -241,7 +275,7 @@ def summarize(
             "ratio": {
                 kind: ratio(value, values.get(ARC)) if comparable else None
                 for kind, value in values.items()
-                if kind != ARC
+                if kind != ARC and kind not in mcp_peers.PEERS
             },
         }
     return {
@@ -265,6 +299,12 @@ def main() -> None:
     parser.add_argument(
         "--redis-url", default="redis://127.0.0.1:6379/5", help="Redis for hubs of several workers (default db 5)"
     )
+    parser.add_argument(
+        "--mcp-peers",
+        default=",".join(mcp_peers.PEERS),
+        help="MCP mail servers measured beside the hub's MCP phase, from PyPI (default: all: "
+        f"{','.join(mcp_peers.PEERS)}; '' for none)",
+    )
     parser.add_argument("--json", metavar="FILE", help="also write the full result (every run) here")
     parser.add_argument("--markdown", metavar="FILE", help="also write the markdown table here")
     parser.add_argument("--from-json", metavar="FILE", help="measure nothing: summarise a file written by --json")
@@ -280,6 +320,11 @@ def main() -> None:
         arc_py()
         only = tuple(name.strip() for name in args.only.split(",") if name.strip())
         kinds = [ARC] + [HUB if n == "1" else f"{HUB}-w{n}" for n in (w.strip() for w in args.workers.split(",")) if n]
+        peers = [name.strip() for name in args.mcp_peers.split(",") if name.strip()] if "mcp" in only else []
+        unknown = set(peers) - set(mcp_peers.PEERS)
+        if unknown:
+            parser.error(f"unknown MCP peers: {', '.join(sorted(unknown))} (of {', '.join(mcp_peers.PEERS)})")
+        kinds += peers
         database = "PostgreSQL + Redis" if args.postgres else "SQLite"
         labels = {kind: label(kind, database) for kind in kinds}
         reports = {kind: [] for kind in kinds}

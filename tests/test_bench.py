@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 from django.core.management import CommandError, call_command
 
-from coordination import bench
+from coordination import bench, bench_mcp
 from tests.arcref import arc, arc_py_path
 from tests.hubproc import Hub, running_hub
 
@@ -43,6 +43,8 @@ TINY = bench.BenchConfig(
     relay_requests=3,
     relay_bursts=1,
     wait_sec=5,
+    mcp_round_trips=3,
+    mcp_sends=5,
     seed=1,
 )
 
@@ -54,10 +56,10 @@ def _sane_latency(result: dict, n: int) -> None:
 
 @pytest.mark.live
 def test_every_measurement_runs_against_the_hub_and_reports_sane_json(live_hub: Hub) -> None:
-    report = bench.run(replace(TINY, url=live_hub.url))
+    report = bench.run(replace(TINY, url=live_hub.url), mcp_phase=bench_mcp.phase)
     assert json.loads(json.dumps(report)) == report
     results = report["results"]
-    assert list(results) == ["posts", "push", "fanout", "relay", "relay_burst", "claims", "idle"]
+    assert list(results) == ["posts", "push", "fanout", "relay", "relay_burst", "claims", "idle", "mcp"]
 
     assert [r["concurrency"] for r in results["posts"]] == [1, 4]
     for posts in results["posts"]:
@@ -98,9 +100,26 @@ def test_every_measurement_runs_against_the_hub_and_reports_sane_json(live_hub: 
         assert (held["with_idle"]["posts"], held["with_idle"]["errors"]) == (20, 0)
         assert held["ratio"] > 0
 
+    for transport in ("stdio", "http"):  # two agents, each its own MCP client: A sends, B reads
+        mcp = results["mcp"][transport]
+        assert (mcp["status"], mcp["round_trip"]["lost"], mcp["sends"]) == ("ok", 0, 5), mcp
+        _sane_latency(mcp["round_trip"], 3)
+        assert mcp["sends_per_sec"] > 0
+
     table = bench.format_table(report)
     assert "claim races (8 clients): exactly one winner  3/3" in table
     assert "fan-out 5 SSE x 3: delivered" in table
+    assert "MCP over /mcp: 5 DMs in a row, sends/s" in table
+
+
+@pytest.mark.live
+def test_the_mcp_phase_without_an_mcp_client_says_so(live_hub: Hub) -> None:
+    report = bench.run(replace(TINY, url=live_hub.url, only=("mcp",)))
+    assert report["results"]["mcp"] == {
+        "status": "error",
+        "reason": "no MCP client was handed to the bench (coordination.bench_mcp)",
+    }
+    assert "mcp failed" in bench.format_table(report)
 
 
 @pytest.mark.live

@@ -6,7 +6,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from coordination import bench
+from coordination import bench, bench_mcp
 from coordination.process import discovery
 from coordination.process.cli import default_url
 
@@ -34,7 +34,8 @@ class Command(BaseCommand):
     help = (
         "Measure a running hub (this one or arc.py) over HTTP: post throughput at concurrency 1/8/32, push "
         "latency over long-poll, SSE and WebSocket, SSE fan-out, relay round trip (one at a time, and bursts "
-        "of 20 agents x 5 requests at once), claim races and idle connections (docs/performance.md). When the hub is this machine's "
+        "of 20 agents x 5 requests at once), claim races, idle connections, and two agents over MCP (stdio and "
+        "/mcp: a DM round trip and DMs in a row, with the official SDK's client) (docs/performance.md). When the hub is this machine's "
         "(its .arc.pid names the URL), the CPU time of its processes (the supervisor and every worker) per post "
         "is measured too. Prints the result as JSON on stdout and a table on stderr."
     )
@@ -75,6 +76,9 @@ class Command(BaseCommand):
         g.add_argument("--idle", type=int, default=d.idle_connections, help="idle connections to hold open")
         g.add_argument("--idle-transports", default="sse,ws", help="kinds of idle streams, each in turn (sse,ws)")
         g.add_argument("--idle-posts", type=int, default=d.idle_posts, help="posts at concurrency 8, with and without")
+        g.add_argument("--mcp-transports", default="stdio,http", help="MCP transports to time (stdio,http)")
+        g.add_argument("--mcp-round-trips", type=int, default=d.mcp_round_trips, help="MCP DM round trips")
+        g.add_argument("--mcp-sends", type=int, default=d.mcp_sends, help="MCP DMs sent in a row")
         g.add_argument("--seed", type=int, help="seed for the random pauses")
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -103,12 +107,17 @@ class Command(BaseCommand):
             idle_connections=options["idle"],
             idle_transports=_names(options["idle_transports"]),
             idle_posts=options["idle_posts"],
+            mcp_transports=_names(options["mcp_transports"]),
+            mcp_round_trips=options["mcp_round_trips"],
+            mcp_sends=options["mcp_sends"],
             seed=options["seed"],
             server_pids=_local_hub_pids(url),
         )
         quiet = options["json_only"] or options["verbosity"] < 1
         try:
-            report = bench.run(config, log=None if quiet else lambda line: print(line, file=sys.stderr))
+            report = bench.run(
+                config, log=None if quiet else lambda line: print(line, file=sys.stderr), mcp_phase=bench_mcp.phase
+            )
         except (bench.BenchError, OSError) as exc:
             raise CommandError(f"bench failed: {exc}") from None
         self.stdout.write(json.dumps(report, indent=2))
