@@ -294,7 +294,11 @@ ASGI_APPLICATION = "arcsite.asgi.application"
 def _database() -> dict[str, Any]:
     if ARC_DATABASE_URL:
         try:
-            config: dict[str, Any] = dict(dj_database_url.parse(ARC_DATABASE_URL, conn_max_age=0))
+            # Keep the connection (checked before reuse): opening one per request, as Django does by
+            # default, costs a PostgreSQL backend's start-up and more of the hub's CPU than the request.
+            config: dict[str, Any] = dict(
+                dj_database_url.parse(ARC_DATABASE_URL, conn_max_age=None, conn_health_checks=True)
+            )
         except Exception as exc:  # dj_database_url raises a bare ValueError-ish for unknown schemes
             raise ImproperlyConfigured(f"ARC_DATABASE_URL is not a usable database URL: {exc}") from exc
         if config.get("ENGINE") != "django.db.backends.postgresql":
