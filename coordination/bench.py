@@ -1332,6 +1332,8 @@ def run(config: BenchConfig, log: Log | None = None, mcp_phase: McpPhase | None 
     bad = set(config.mcp_transports) - set(MCP_TRANSPORTS)
     if bad:
         raise BenchError(f"unknown MCP transports: {', '.join(sorted(bad))} (stdio or http)")
+    if "mcp" in config.only and (config.mcp_round_trips < 1 or config.mcp_sends < 1):
+        raise BenchError("the MCP phase needs at least one round trip and one send")
     return asyncio.run(Bench(config, log or (lambda _line: None), mcp_phase).run())
 
 

@@ -170,6 +170,18 @@ def test_the_command_prints_json_on_stdout_and_the_table_on_stderr(live_hub: Hub
     assert "POST /v1/messages c=2, posts/s" in err.getvalue()
 
 
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (("--mcp-transports", "stdio,pigeon"), "unknown MCP transports: pigeon"),
+        (("--mcp-sends", "0"), "at least one round trip and one send"),
+    ],
+)
+def test_the_command_rejects_bad_mcp_sizes_before_measuring(flags: tuple[str, ...], message: str) -> None:
+    with pytest.raises(CommandError, match=message):
+        call_command("bench", "--url", "http://127.0.0.1:9", "--only", "mcp", *flags, "--json-only")
+
+
 def test_the_command_rejects_an_unknown_measurement() -> None:
     with pytest.raises(CommandError, match="unknown measurements: speed"):
         call_command("bench", "--url", "http://127.0.0.1:9", "--only", "posts,speed", "--json-only")
