@@ -411,11 +411,13 @@ class ArcClient:
         channel: str | None = None,
         thread_id: str | None = None,
         limit: int = 100,
+        resume: bool = False,
     ) -> list[dict[str, Any]]:
         """Long-poll ``/v1/events`` for messages newer than the last ones returned; ``[]`` after ``timeout`` s.
 
         Sees broadcasts and direct messages to this agent. Advances the client's
-        ``since_id``, so each message is returned once.
+        ``since_id``, so each message is returned once. ``resume``: skip what any reader
+        already handed this agent too (a stream, another poll, a hook: the hub's cursor).
         """
         params: dict[str, Any] = {
             "agent_id": self.agent_id,
@@ -425,6 +427,8 @@ class ArcClient:
         }
         if exclude_self:
             params["exclude_self"] = 1
+        if resume:
+            params["resume"] = 1
         params.update(_present(channel=channel, thread_id=thread_id))
         messages: list[dict[str, Any]] = self.call_hub(
             "GET", "/v1/events", params=params, wait=min(max(timeout, 0.0), MAX_LONG_POLL_SEC)

@@ -46,6 +46,7 @@ class ClientBackend:
         self.capabilities = capabilities or []
         self.state_dir = state_dir
         self.cursor = 0
+        self._watched = 0  # the newest message the channel wake has seen (``watch``)
         self._cursor_file: Path | None = None
         self._local = threading.local()
         self._poll_lock = asyncio.Lock()
@@ -131,7 +132,8 @@ class ClientBackend:
 
             def call(c: ArcClient) -> list[dict[str, Any]]:
                 c.since_id = self.cursor
-                messages = c.poll(timeout=timeout, channel=channel, thread_id=thread_id, limit=POLL_LIMIT)
+                # resume: what a hook already showed this agent is not shown again (docs/agents.md)
+                messages = c.poll(timeout=timeout, channel=channel, thread_id=thread_id, limit=POLL_LIMIT, resume=True)
                 self.cursor = max(self.cursor, c.since_id)
                 return messages
 
@@ -139,6 +141,24 @@ class ClientBackend:
             if messages:
                 self._save_cursor()
             return messages
+
+    async def watch(self, *, timeout: float) -> list[dict[str, Any]]:
+        """What is new for the agent, without taking it: the next messages after everything it was
+        handed and everything this watch saw, waiting up to ``timeout`` s (``peek``: nothing is
+        recorded as delivered; the channel wake of ``mcpserver.channel`` reads this)."""
+        params = {"agent_id": self.agent_id, "since_id": self._watched, "timeout": timeout, "exclude_self": 1}
+        rows: list[dict[str, Any]] = await self._run(
+            lambda c: c.call_hub("GET", "/v1/events", params={**params, "resume": 1, "peek": 1}, wait=timeout)
+        )
+        if rows:
+            self._watched = max(self._watched, *(int(m["id"]) for m in rows))
+        return rows
+
+    async def delivered(self, message_id: int) -> bool:
+        """Has the agent been handed this message (by any reader: a poll, a stream, a hook)?"""
+        status: dict[str, Any] = await self._run(lambda c: c.call_hub("GET", f"/v1/messages/{int(message_id)}/status"))
+        states = [r.get("state") for r in status.get("recipients", []) if r.get("agent_id") == self.agent_id]
+        return bool(states) and states[0] != "queued"
 
     async def agents(self, *, capability: str | None) -> list[dict[str, Any]]:
         params = {"capability": capability} if capability else None

@@ -178,6 +178,37 @@ async def test_it_lists_every_tool_with_a_schema_and_a_description(hub: Hub, tra
         assert set(tools[name].input_schema.get("required", [])) == required, name
 
 
+# What a model pays in context for the tools, as the client receives them (docs/mcp.md, "What the tools cost").
+TOOL_BUDGET = {"all": 12_000, "core": 4_800}
+
+
+def listed_size(listed: Any) -> int:
+    tools = listed.model_dump(by_alias=True, exclude_none=True, mode="json")["tools"]
+    return len(json.dumps(tools, ensure_ascii=False))
+
+
+async def test_the_tool_list_stays_within_its_budget(hub: Hub, transport: str, tag: str) -> None:
+    sizes = {}
+    for tools in TOOL_BUDGET:
+        if transport == "stdio":
+            params = stdio_params(hub, f"alice-{tag}", "--tools", tools)
+            async with Client(params) as client:
+                listed = await client.list_tools()
+        else:
+            url = f"{hub.url}/mcp?agent=alice-{tag}&tools={tools}"
+            async with (
+                httpx2.AsyncClient(timeout=30.0) as http,
+                Client(streamable_http_client(url, http_client=http)) as c,
+            ):
+                listed = await c.list_tools()
+        sizes[tools] = listed_size(listed)
+        for tool in listed.tools:
+            assert tool.description == " ".join((tool.description or "").split()), tool.name  # no source indentation
+            assert "title" not in tool.input_schema, tool.name
+    assert sizes["all"] <= TOOL_BUDGET["all"], sizes
+    assert sizes["core"] <= TOOL_BUDGET["core"], sizes
+
+
 async def test_a_two_agent_conversation_shows_each_message_once_fenced(hub: Hub, transport: str, tag: str) -> None:
     room = f"room-{tag}"
     async with connect(hub, transport, f"alice-{tag}") as alice, connect(hub, transport, f"bob-{tag}") as bob:
@@ -410,3 +441,27 @@ def stdio_params_env(home: Path) -> dict[str, str]:
     from tests.hubproc import hub_env
 
     return hub_env(home)
+
+
+def test_the_lean_schema_keeps_an_argument_named_title_and_what_a_call_needs() -> None:
+    from mcpserver.tools import lean_schema
+
+    schema = {
+        "type": "object",
+        "title": "postArguments",
+        "properties": {
+            "title": {"type": "string", "title": "Title", "description": "the heading"},
+            "when": {"anyOf": [{"type": "integer"}, {"type": "null"}], "default": None, "title": "When"},
+            "tags": {"type": "array", "items": {"type": "string", "title": "Tag"}, "default": ["a"]},
+        },
+        "required": ["title"],
+    }
+    assert lean_schema(schema) == {
+        "type": "object",
+        "properties": {
+            "title": {"type": "string", "description": "the heading"},
+            "when": {"type": "integer"},
+            "tags": {"type": "array", "items": {"type": "string"}, "default": ["a"]},
+        },
+        "required": ["title"],
+    }

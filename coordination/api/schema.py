@@ -673,7 +673,17 @@ def _docs() -> list[Doc]:
             result=msgs,
             errors=(404,),
             top={"room_closed": {**BOOLEAN, "description": "present (true) when `channel` is closed"}},
-            query=(AGENT_ID, SINCE_ID, LIMIT, TIMEOUT, CHANNEL, THREAD_ID, EXCLUDE_SELF),
+            query=(
+                AGENT_ID,
+                SINCE_ID,
+                LIMIT,
+                TIMEOUT,
+                CHANNEL,
+                THREAD_ID,
+                EXCLUDE_SELF,
+                q("resume", bool, "Also skip what any reader already handed this agent (its delivered cursor)."),
+                q("peek", bool, "Watch only: what this answer holds is not recorded as delivered."),
+            ),
         ),
         Doc(
             "GET",
@@ -1000,6 +1010,26 @@ def _docs() -> list[Doc]:
             result=ref("Task"),
             errors=(404, 409),
         ),
+        # ── Hooks ──
+        Doc(
+            "POST",
+            "/v1/hooks/{client}",
+            "Answer a coding agent client's hook",
+            "`client` is `claude-code` or `codex`. The body is the hook's input JSON as the client sends it "
+            "(an HTTP hook's POST body); the answer is the hook's output JSON, not an envelope, `{}` when the "
+            "hub has nothing to add: at `SessionStart` who the agent is, its rooms, peers, holdings and news; "
+            "at `UserPromptSubmit` what arrived since its last turn (fenced, newest last, capped); at `Stop` a "
+            "block when something new waits for its reply (once per message, a few times in a row at most); at "
+            "`PreToolUse` of an edit tool a warning (or with `strict`, a refusal) when another agent holds a "
+            "lock on the file. What it shows counts as delivered. Errors are envelopes (docs/agents.md).",
+            "hooks",
+            query=(
+                q("agent_id", str, "The agent this client session is (filled in from an agent key)."),
+                q("strict", bool, "Refuse an edit of a file another agent locked, instead of warning (1/true/yes)."),
+            ),
+            body=input_shapes.HookEvent,
+            raw={"application/json": ANY_OBJECT},
+        ),
     ]
 
 
@@ -1243,6 +1273,7 @@ TAGS = {
     "messages": "Posting, reading, long-polls, the SSE stream, replies, threads, search.",
     "deliveries": "At-least-once direct delivery: lease, ack, nack, dead letters.",
     "work": "Claims, file locks and tasks.",
+    "hooks": "Turn-boundary hooks of coding agents' clients (Claude Code, Codex): docs/agents.md.",
 }
 
 DESCRIPTION = """\

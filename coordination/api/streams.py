@@ -22,7 +22,7 @@ from django.views.decorators.csrf import csrf_exempt
 from coordination.api import envelope
 from coordination.api.errors import response_for
 from coordination.api.params import query_bool, query_int, query_limit, query_since_id, query_str, query_timeout
-from coordination.core import access, feeds, services
+from coordination.core import access, feeds, selectors, services
 from coordination.core import operations as ops
 from coordination.core.errors import Invalid
 from coordination.core.feeds import DeliveryMarker, FeedFilter, MessageFeed, Presence, closes_room
@@ -93,7 +93,10 @@ async def events(request: HttpRequest) -> HttpResponse:
     flt = _agent_filter(request)
     q = request.GET
     since_id, limit, timeout = query_since_id(q), query_limit(q), query_timeout(q)
-    rows, closed = await feeds.long_poll(flt, since_id, limit, timeout, DeliveryMarker(flt), room=flt.channel)
+    if query_bool(q, "resume") and flt.agent_id:  # skip what any reader already handed this agent
+        since_id = max(since_id, await sync_to_async(selectors.feed_cursor)(flt.agent_id))
+    marker = None if query_bool(q, "peek") else DeliveryMarker(flt)  # peek: a watcher, not a reader
+    rows, closed = await feeds.long_poll(flt, since_id, limit, timeout, marker, room=flt.channel)
     return _poll_answer(rows, closed)
 
 

@@ -42,6 +42,7 @@ urlpatterns = [
     path("tasks/<int:task_id>/start", views.TaskStartView.as_view()),
     path("tasks/<int:task_id>/fail", views.TaskFailView.as_view()),
     path("tasks/<int:task_id>/result", views.TaskResultView.as_view()),
+    path("hooks/<str:client>", views.HookView.as_view()),
     path("network", views.NetworkView.as_view()),
     path("shutdown", views.ShutdownView.as_view()),
     path("shutdown/cancel", views.ShutdownCancelView.as_view()),

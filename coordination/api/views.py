@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.http import HttpResponse
+from django.http import HttpResponse, JsonResponse
 from rest_framework.request import Request
 from rest_framework.views import APIView
 
@@ -284,3 +284,23 @@ class SearchView(ArcView):
                 limit=query_limit(q),
             )
         )
+
+
+class HookView(ArcView):
+    """``POST /v1/hooks/<client>?agent_id=NAME[&strict=1]``: a Claude Code or Codex HTTP hook (docs/agents.md).
+
+    The body is the hook's input JSON as the client sends it; the answer is the hook's output
+    JSON (not an Arc envelope), ``{}`` when the hub has nothing to add. Errors are Arc envelopes
+    with a 4xx status, which the client reports and goes on from.
+    """
+
+    def post(self, request: Request, client: str) -> HttpResponse:
+        q = request.query_params
+        outcome = ops.hook_answer(
+            access.of(request),
+            query_str(q, "agent_id"),
+            self.body(request),
+            client=client,
+            strict=query_bool(q, "strict"),
+        )
+        return JsonResponse(outcome.result, status=outcome.status, json_dumps_params={"ensure_ascii": False})

@@ -333,3 +333,22 @@ class Subscribe(ArcSerializer):
 
 class Empty(ArcSerializer):
     """Nothing but what the door itself reads (``deregister`` and ``heartbeat`` frames)."""
+
+
+class HookEvent(ArcSerializer):
+    """A coding agent client's hook input (Claude Code's shape; Codex sends the same fields).
+
+    Only what the hub reads is declared; the client's other fields (the prompt, the
+    transcript path, the model) pass unread.
+    """
+
+    hook_event_name = Text(required=True, max_length=100)
+    session_id = Text(max_length=200)
+    stop_hook_active = serializers.BooleanField(required=False, allow_null=True)
+    tool_name = Text(max_length=200)
+    tool_input = Object()
+    cwd = Text(max_length=4096)
+    # Added by ``manage.py hook`` from git: the working tree's top level, and the repository's name
+    # (its origin URL, else its common git directory): what every worktree of it shares.
+    repo_root = Text(max_length=4096)
+    repo = Text(max_length=1000)

@@ -323,6 +323,7 @@ class Task(models.Model):
             models.Index(fields=["status"]),
             models.Index(fields=["thread_id"]),
             models.Index(fields=["assignee", "status"]),
+            models.Index(fields=["requester", "status"]),
         ]
 
     def __str__(self) -> str:
@@ -418,6 +419,31 @@ class FeedCursor(models.Model):
 
     def __str__(self) -> str:
         return f"{self.agent_id} through {self.delivered_id}"
+
+
+class TurnState(models.Model):
+    """A coding agent's client session as its turn-boundary hooks see it (docs/agents.md).
+
+    ``touched``: the files its edits touched, whose locks by others the next turn hears of.
+    ``stop_blocks`` counts the ``Stop`` hooks answered with a block since the user last
+    prompted or a ``Stop`` went through: the hub blocks a stop only a few times in a row.
+    """
+
+    agent_id = models.CharField(max_length=200)
+    client_session = models.CharField(max_length=200)
+    stop_blocks = models.PositiveIntegerField(default=0)
+    # The lock names of the files this session's edit tool touched, most recent last (at most TOUCHED_KEPT).
+    touched = models.JSONField(default=list, blank=True)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["agent_id", "client_session"], name="one_turn_state_per_client_session")
+        ]
+        indexes = [models.Index(fields=["updated_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.agent_id} in {self.client_session}: {self.stop_blocks} stop blocks"
 
 
 class AgentKeyQuerySet(models.QuerySet["AgentKey"]):

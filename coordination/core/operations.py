@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
 
-from coordination.core import hub, idempotency, search, selectors, services
+from coordination.core import hub, idempotency, search, selectors, services, turns
 from coordination.core import inputs as shapes
 from coordination.core.access import Identity
 from coordination.core.errors import Invalid
@@ -430,3 +430,14 @@ def shutdown_cancel(who: Identity) -> Answer:
     who.require_admin("cancelling a shutdown")
     hub.shutdown.cancel()
     return Answer({"status": "shutdown_cancelled"})
+
+
+# ── Turn boundaries (hooks of coding agents' clients) ─────────────────────
+
+
+def hook_answer(who: Identity, agent_id: str | None, raw: dict[str, Any], *, client: str, strict: bool) -> Answer:
+    """A client's hook (``POST /v1/hooks/<client>``, ``manage.py hook``): the hook output to hand back.
+
+    ``result`` is the client's own output JSON, not an Arc envelope (``coordination.core.turns``).
+    """
+    return Answer(turns.answer(who, agent_id, raw, client=client, strict=strict))

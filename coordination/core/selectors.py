@@ -16,7 +16,19 @@ from django.db.models import Exists, Max, OuterRef, Q, QuerySet
 from django.utils import timezone
 
 from coordination.core.errors import Invalid, NotFound
-from coordination.core.models import AgentKey, Claim, Delivery, FeedCursor, Lock, Message, Room, Session, Task, iso
+from coordination.core.models import (
+    AgentKey,
+    Claim,
+    Delivery,
+    FeedCursor,
+    Lock,
+    Message,
+    Room,
+    Session,
+    Task,
+    TurnState,
+    iso,
+)
 
 
 def room_get(name: str) -> Room:
@@ -56,13 +68,46 @@ def messages_feed(
     after: int = 0,
     through: int | None = None,
     limit: int = 100,
+    newest: bool = False,
 ) -> list[Message]:
     """Messages after id ``after`` (up to ``through``) in id order, as one reader sees them.
 
     With ``agent_id``: Arc's event feed, broadcasts plus direct messages to that agent
     (``exclude_self`` drops its own posts). ``broadcast_only``: no direct messages at
     all (Arc's ``GET /v1/messages``). ``channel``, ``thread_id`` and ``rooms`` narrow it.
+    ``newest``: the last ``limit`` of them (still in id order) instead of the first.
     """
+    rows = _feed_rows(
+        agent_id=agent_id,
+        channel=channel,
+        thread_id=thread_id,
+        rooms=rooms,
+        exclude_self=exclude_self,
+        broadcast_only=broadcast_only,
+        after=after,
+        through=through,
+    )
+    if newest:
+        return list(reversed(rows.order_by("-id")[:limit]))
+    return list(rows.order_by("id")[:limit])
+
+
+def messages_feed_count(*, agent_id: str, rooms: frozenset[str] = frozenset(), after: int, through: int | None) -> int:
+    """How many messages of ``agent_id``'s feed (its own posts left out) lie after ``after`` (up to ``through``)."""
+    return _feed_rows(agent_id=agent_id, rooms=rooms, exclude_self=True, after=after, through=through).count()
+
+
+def _feed_rows(
+    *,
+    agent_id: str | None = None,
+    channel: str | None = None,
+    thread_id: str | None = None,
+    rooms: frozenset[str] = frozenset(),
+    exclude_self: bool = False,
+    broadcast_only: bool = False,
+    after: int = 0,
+    through: int | None = None,
+) -> QuerySet[Message]:
     rows = Message.objects.filter(id__gt=after)
     if through is not None:
         rows = rows.filter(id__lte=through)
@@ -78,7 +123,7 @@ def messages_feed(
         rows = rows.filter(Q(channel__in=rooms) | Q(to_agent__isnull=False))
     if exclude_self and agent_id is not None:
         rows = rows.exclude(from_agent=agent_id)
-    return list(rows.order_by("id")[:limit])
+    return rows
 
 
 def message_get(message_id: int) -> Message:
@@ -186,7 +231,13 @@ def leased_wire(delivery: Delivery) -> dict[str, Any]:
 
 def feed_cursor(agent_id: str) -> int:
     """How far ``agent_id``'s whole feed has been handed out (its ``FeedCursor``; 0 if never)."""
-    return int(FeedCursor.objects.filter(agent_id=agent_id).values_list("delivered_id", flat=True).first() or 0)
+    return feed_cursor_at(agent_id) or 0
+
+
+def feed_cursor_at(agent_id: str) -> int | None:
+    """``feed_cursor``, or ``None`` when the agent's feed was never read at all."""
+    value = FeedCursor.objects.filter(agent_id=agent_id).values_list("delivered_id", flat=True).first()
+    return None if value is None else int(value)
 
 
 def session_live(agent_id: str) -> Session | None:
@@ -223,6 +274,39 @@ def locks_list(*, agent_id: str | None = None, active_only: bool = False) -> lis
     if agent_id is not None:
         rows = rows.filter(agent_id=agent_id)
     return list(rows.order_by("locked_at", "file_path"))
+
+
+def locks_held_by_others(paths: Iterable[str], *, agent_id: str) -> list[Lock]:
+    """Active locks on any of ``paths`` that another agent than ``agent_id`` holds."""
+    return list(Lock.objects.active().filter(file_path__in=set(paths)).exclude(agent_id=agent_id).order_by("file_path"))
+
+
+def agent_holdings(agent_id: str) -> dict[str, Any]:
+    """What ``agent_id`` holds and owes: active claims and locks, unfinished tasks it was given or asked for,
+    and how many direct messages wait in its inbox unread (``queued``)."""
+    assigned = list(Task.objects.filter(assignee=agent_id, status__in=Task.UNFINISHED).order_by("task_id")[:50])
+    requested = list(Task.objects.filter(requester=agent_id, status__in=Task.UNFINISHED).order_by("task_id")[:50])
+    requests = Message.objects.filter(id__in=[t.task_id for t in assigned + requested]).values_list("id", "body")
+    return {
+        "claims": list(Claim.objects.active().filter(owner_agent_id=agent_id).order_by("claimed_at")[:50]),
+        "locks": list(Lock.objects.active().filter(agent_id=agent_id).order_by("locked_at")[:50]),
+        "tasks_assigned": assigned,
+        "tasks_requested": requested,
+        "task_requests": dict(requests),  # task id → the body of the message that asked for it
+        "inbox_queued": Delivery.objects.filter(agent_id=agent_id, state=Delivery.State.QUEUED).count(),
+    }
+
+
+def turn_touched_files(*, agent_id: str, client_session: str) -> list[str]:
+    """The lock names of the files this client session's edits touched, most recent last."""
+    row = TurnState.objects.filter(agent_id=agent_id, client_session=client_session).values_list("touched")
+    return list(row[0][0] or []) if row else []
+
+
+def turn_stop_blocks(*, agent_id: str, client_session: str) -> int:
+    """How many ``Stop`` hooks in a row this client session has had answered with a block."""
+    row = TurnState.objects.filter(agent_id=agent_id, client_session=client_session).values_list("stop_blocks")
+    return int(row[0][0]) if row else 0
 
 
 def task_find(task_id: int) -> Task | None:

@@ -7,8 +7,8 @@ the message that came with it. A door that cannot express a verb raises ``Inexpr
 
 Doors: ``rest`` (HTTP), ``longpoll`` and ``sse`` (reads), ``ws`` (WebSocket frames),
 ``mcp_http`` (``/mcp``) and ``mcp_stdio`` (``manage.py mcp``) with the MCP SDK's own
-client, ``relay`` (request files in the hub's spool) and ``dashboard`` (a signed-in
-browser's forms).
+client, ``relay`` (request files in the hub's spool), ``dashboard`` (a signed-in
+browser's forms) and ``hooks`` (a coding agent client's HTTP hooks).
 """
 
 from __future__ import annotations
@@ -616,6 +616,34 @@ def _unescape(html: str) -> str:
     return html_module.unescape(html).strip()
 
 
+class Hooks(Rest):
+    """``POST /v1/hooks/claude-code``: a Claude Code HTTP hook's input, as the client sends it (docs/agents.md).
+
+    A hook reads the agent's whole feed within its key's rooms (no room of its own choosing), so it
+    takes part in the cases that do not depend on the room read; it posts nothing.
+    """
+
+    name = "hooks"
+
+    def hook(self, who: Persona, payload: Any, *, agent: str | None = None, data: bytes | None = None) -> Outcome:
+        query = f"?agent_id={agent}" if agent else ""
+        return self.call(who, "POST", f"/v1/hooks/claude-code{query}", payload, data=data)
+
+    def read(self, who: Persona, room: str) -> Outcome:
+        return self.hook(who, {"session_id": "parity", "hook_event_name": "UserPromptSubmit", "prompt": room})
+
+    def act_as(self, who: Persona, other: str) -> Outcome:
+        return self.hook(who, {"session_id": "parity", "hook_event_name": "SessionStart"}, agent=other)
+
+    def raw(self, who: Persona, data: bytes) -> Outcome:
+        return self.hook(who, None, data=data)
+
+    def post(self, *args: Any, **kwargs: Any) -> Outcome:
+        raise Inexpressible
+
+    delegate = answer = complete = start = claim_task = post
+
+
 DOORS: dict[str, Callable[[Hub], Door]] = {
     "rest": Rest,
     "longpoll": LongPoll,
@@ -625,4 +653,5 @@ DOORS: dict[str, Callable[[Hub], Door]] = {
     "mcp_stdio": McpStdio,
     "relay": Relay,
     "dashboard": Dashboard,
+    "hooks": Hooks,
 }

@@ -120,7 +120,7 @@ class Case:
 
 POSTERS = frozenset({"rest", "ws", "relay", "mcp_http", "mcp_stdio"})
 READERS = frozenset({"rest", "longpoll", "sse", "ws", "relay", "mcp_http", "mcp_stdio"})
-RAW = frozenset({"rest", "ws", "relay", "mcp_http"})
+RAW = frozenset({"rest", "ws", "relay", "mcp_http", "hooks"})
 TASKERS = frozenset({"rest", "relay", "mcp_http", "mcp_stdio"})
 
 
@@ -234,7 +234,7 @@ def revoked_key_reads(door: Door, world: World) -> tuple[Outcome, Any]:
 def oversize_request(door: Door, world: World) -> tuple[Outcome, Any]:
     word = world.mark()
     body = f"{word} " + "x" * (REQUEST_CAP + 1000)
-    if door.name in ("rest", "ws", "relay", "mcp_http"):
+    if door.name in ("rest", "ws", "relay", "mcp_http", "hooks"):
         data = json.dumps({"channel": "general", "body": body}).encode()
         if door.name == "mcp_http":
             data = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {"pad": body}}).encode()
@@ -296,7 +296,7 @@ HOLDER_RULE = "only the task's requester, assignee or claimant may"
 NESTED = b'{"channel": "general", "body": "deep", "metadata": ' + b'{"a": [' * 20_000 + b"1" + b"]}" * 20_000 + b"}"
 
 CASES = [
-    Case("acting as another agent", "403", POSTERS, acting_as_another_agent, message="must be"),
+    Case("acting as another agent", "403", POSTERS | {"hooks"}, acting_as_another_agent, message="must be"),
     Case(
         "an empty acting field is the key's agent",
         "created",
@@ -353,11 +353,11 @@ CASES = [
     ),
     Case("the rate limit reached", "429", POSTERS, rate_limit_reached, RATE_BURST, "posting too fast"),
     Case("a revoked key posts", "401", POSTERS, revoked_key_posts, 0, "revoked"),
-    Case("a revoked key reads", "401", frozenset({"longpoll", "sse"}), revoked_key_reads, message="revoked"),
+    Case("a revoked key reads", "401", frozenset({"longpoll", "sse", "hooks"}), revoked_key_reads, message="revoked"),
     Case(
         "a request over the size cap",
         "413",
-        POSTERS | {"dashboard"},
+        POSTERS | {"dashboard", "hooks"},
         oversize_request,
         0,
         "exceeds max size",

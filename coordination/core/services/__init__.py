@@ -47,6 +47,7 @@ from coordination.core.services.leases import (
     leases_tell_expired,
     lock_acquire,
     lock_force_release,
+    lock_name,
     lock_refresh,
     lock_release,
 )
@@ -72,6 +73,7 @@ from coordination.core.services.sessions import (
     session_close,
     session_create,
     session_touch,
+    session_workspace_declare,
     sessions_prune_expired,
     sessions_roster,
 )
@@ -84,6 +86,7 @@ from coordination.core.services.tasks import (
     task_start,
     tasks_time_out,
 )
+from coordination.core.services.turns import turn_reset, turn_stop_blocked, turn_touched
 
 
 def caches_clear() -> None:
@@ -133,6 +136,7 @@ __all__ = [
     "leases_tell_expired",
     "lock_acquire",
     "lock_force_release",
+    "lock_name",
     "lock_refresh",
     "lock_release",
     "login_link_mint",
@@ -148,6 +152,7 @@ __all__ = [
     "session_close",
     "session_create",
     "session_touch",
+    "session_workspace_declare",
     "sessions_prune_expired",
     "sessions_roster",
     "task_complete",
@@ -156,4 +161,7 @@ __all__ = [
     "task_result",
     "task_start",
     "tasks_time_out",
+    "turn_reset",
+    "turn_stop_blocked",
+    "turn_touched",
 ]

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import posixpath
 from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from coordination.core import events
+from coordination.core import events, selectors
 from coordination.core.errors import Invalid, NotFound
 from coordination.core.models import Claim, Lock, Message
 from coordination.core.parsing import agent_name, required_text
@@ -58,19 +59,44 @@ def claim_release(*, claim_key: str, agent_id: str) -> Claim:
     return claim
 
 
+def lock_name(*, agent_id: str, file_path: str) -> str:
+    """The name ``agent_id``'s lock on ``file_path`` is held under (docs/agents.md, "Worktrees").
+
+    An agent whose live session declares its repository (``metadata.repo``, any string naming it,
+    and ``metadata.worktree``, the absolute root of its working tree) locks files as
+    ``<repo>:<path from the repository root>``: an absolute path inside its worktree, or a relative
+    one, so the agents in other worktrees (or clones) of the same repository meet the same lock.
+    Any other path, and every path of an agent that declares no repository, is the name as given.
+    """
+    session = selectors.session_live(agent_id)
+    workspace = session.metadata if session is not None and isinstance(session.metadata, dict) else {}
+    repo, worktree = workspace.get("repo"), workspace.get("worktree")
+    if not isinstance(repo, str) or not repo or file_path.startswith(f"{repo}:"):
+        return file_path
+    path = file_path
+    if posixpath.isabs(path):
+        if not isinstance(worktree, str) or not posixpath.isabs(worktree):
+            return file_path
+        path = posixpath.relpath(posixpath.normpath(path), posixpath.normpath(worktree))
+    path = posixpath.normpath(path)
+    if path == "." or path.startswith(".."):
+        return file_path  # the worktree itself, or outside it
+    return f"{repo}:{path}"
+
+
 def lock_acquire(
     *, agent_id: str, file_path: str, ttl_sec: int = DEFAULT_TTL_SEC, metadata: dict[str, Any] | None = None
 ) -> tuple[Lock, bool]:
     """Acquire, refresh (same holder) or be denied a file lock. Returns ``(lock, acquired)``."""
     agent_id = agent_name(agent_id, "agent_id")
-    file_path = required_text(file_path, "file_path")
+    file_path = lock_name(agent_id=agent_id, file_path=required_text(file_path, "file_path"))
     lock, acquired = _lease_acquire(Lock, file_path, agent_id, ttl_sec, {"metadata": dict(metadata or {})})
     sessions.session_touch(agent_id=agent_id)
     return lock, acquired
 
 
 def lock_refresh(*, file_path: str, agent_id: str, ttl_sec: int = DEFAULT_TTL_SEC) -> Lock:
-    lock = _lease_refresh(Lock, file_path, agent_id, ttl_sec)
+    lock = _lease_refresh(Lock, lock_name(agent_id=agent_id, file_path=file_path), agent_id, ttl_sec)
     if lock is None:
         raise NotFound("lock not found or not owned by agent_id")
     sessions.session_touch(agent_id=agent_id)
@@ -78,7 +104,7 @@ def lock_refresh(*, file_path: str, agent_id: str, ttl_sec: int = DEFAULT_TTL_SE
 
 
 def lock_release(*, file_path: str, agent_id: str) -> Lock:
-    lock = _lease_release(Lock, file_path, agent_id)
+    lock = _lease_release(Lock, lock_name(agent_id=agent_id, file_path=file_path), agent_id)
     if lock is None:
         raise NotFound("lock not found or not owned by agent_id")
     sessions.session_touch(agent_id=agent_id)

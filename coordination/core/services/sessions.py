@@ -88,6 +88,20 @@ _TOUCH_EVERY_SEC = 1.0
 _touched: dict[str, float] = {}  # agent id → when this process last refreshed its presence
 
 
+def session_workspace_declare(*, agent_id: str, repo: str, worktree: str) -> None:
+    """Record in ``agent_id``'s live session which repository it works in and where its working tree is
+    (``metadata.repo``, ``metadata.worktree``): its file locks are then named from the repository's root
+    (``leases.lock_name``). Nothing happens when it has no live session or already says so."""
+    session = Session.objects.live(settings.ARC_PRESENCE_TTL_SEC).filter(agent_id=agent_id).first()
+    if session is None:
+        return
+    metadata = dict(session.metadata) if isinstance(session.metadata, dict) else {}
+    if metadata.get("repo") == repo and metadata.get("worktree") == worktree:
+        return
+    metadata.update(repo=repo, worktree=worktree)
+    Session.objects.filter(pk=session.pk).update(metadata=metadata)
+
+
 def touches_forget() -> None:
     _touched.clear()
 

@@ -16,6 +16,7 @@ from mcp.server.mcpserver.exceptions import ToolError
 from coordination.core.errors import ArcError
 from coordination.process.cli import add_location_arguments, default_url
 from mcpserver.backend import Backend
+from mcpserver.channel import ChannelMiddleware
 from mcpserver.local import LocalBackend, identity_for
 from mcpserver.remote import ClientBackend
 from mcpserver.tools import CORE_TOOLS, build_server
@@ -28,11 +29,20 @@ def _state_home() -> Path:
     return Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state")
 
 
+def _key_from_file(path: str | None) -> str | None:
+    if not path:
+        return None
+    try:
+        return Path(path).read_text(encoding="utf-8").strip() or None
+    except OSError as exc:
+        raise CommandError(f"cannot read --key-file {path}: {exc.strerror}") from None
+
+
 class Command(BaseCommand):
     help = (
         "Serve the hub's MCP tools over stdio (stdin/stdout JSON-RPC) as --agent: over HTTP to a running hub "
         f"(--url, default: the one found through .arc.pid), or in this process on the hub's database with --local. "
-        f"--tools core exposes only {', '.join(CORE_TOOLS)}. The agent key comes from --key or ${KEY_ENV}. "
+        f"--tools core exposes only {', '.join(CORE_TOOLS)}. The agent key comes from --key, --key-file or ${KEY_ENV}. "
         "Nothing but MCP frames is written to stdout; logs go to stderr."
     )
     requires_system_checks: list[str] = []
@@ -45,6 +55,9 @@ class Command(BaseCommand):
             "--key", metavar="KEY", help=f"agent key (default: ${KEY_ENV}); prefer the variable: argv is public"
         )
         parser.add_argument(
+            "--key-file", metavar="FILE", help="file holding the agent key (what `manage.py connect` writes)"
+        )
+        parser.add_argument(
             "--local",
             action="store_true",
             help="call the hub's services in this process (its database) instead of HTTP",
@@ -52,6 +65,14 @@ class Command(BaseCommand):
         parser.add_argument("--tools", choices=("core", "all"), default="all", help="tool set (default all)")
         parser.add_argument(
             "--capabilities", default="", metavar="A,B", help="capabilities the agent declares when it registers"
+        )
+        parser.add_argument(
+            "--channel",
+            choices=("auto", "on", "off"),
+            default="auto",
+            help="wake an idle Claude Code session when a message for the agent arrives (its MCP channel "
+            "notification, docs/agents.md): auto (default) when the client declares claude/channel, on, off; "
+            "HTTP mode only",
         )
         parser.add_argument(
             "--state-dir",
@@ -65,7 +86,7 @@ class Command(BaseCommand):
         agent = str(options["agent"]).strip()
         if not agent:
             raise CommandError("--agent must name an agent")
-        key = options["key"] or os.environ.get(KEY_ENV) or None
+        key = options["key"] or _key_from_file(options["key_file"]) or os.environ.get(KEY_ENV) or None
         capabilities = [c.strip() for c in str(options["capabilities"]).split(",") if c.strip()]
         backend: ClientBackend | LocalBackend
         if options["local"]:
@@ -91,7 +112,10 @@ class Command(BaseCommand):
                 await backend.start()  # keep the agent live, as each request over HTTP does
             return backend
 
-        build_server(backend_for, tools=options["tools"]).run("stdio")
+        server = build_server(backend_for, tools=options["tools"])
+        if isinstance(backend, ClientBackend) and options["channel"] != "off":
+            server.middleware.append(ChannelMiddleware(backend, options["channel"]))
+        server.run("stdio")
 
     @staticmethod
     async def _start(backend: ClientBackend | LocalBackend) -> None:
