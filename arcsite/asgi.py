@@ -1,5 +1,6 @@
 """ASGI entry point: Django (REST, long-poll, SSE, dashboard, static files) behind the request-size guard,
-the MCP tools at ``/mcp`` (docs/mcp.md, ``mcpserver.http``), and the WebSocket protocol at ``/v1/ws``
+the MCP tools at ``/mcp`` (docs/mcp.md, ``mcpserver.http``), A2A at ``/a2a`` (docs/a2a.md,
+``gateway.http``), and the WebSocket protocol at ``/v1/ws``
 (docs/websocket.md, ``coordination.ws.consumer``).
 """
 
@@ -73,6 +74,7 @@ from django.urls import path, re_path  # noqa: E402
 from arcsite.middleware import ArcEdgeMiddleware, BodyLimit  # noqa: E402
 from coordination.api import envelope  # noqa: E402
 from coordination.ws.consumer import HubConsumer, NoRouteConsumer  # noqa: E402  (needs Django set up first)
+from gateway import http as a2a_http  # noqa: E402
 from mcpserver import http as mcp_http  # noqa: E402
 
 
@@ -100,4 +102,6 @@ class StaticFiles(ASGIStaticFilesHandler):
 django_app = StaticFiles(PathRouter(ApiASGIHandler(), HubASGIHandler()))  # type: ignore[arg-type]
 # ALLOWED_HOSTS is "*": who may connect is decided per socket (loopback, or remote access on).
 websockets = URLRouter([path("v1/ws", HubConsumer.as_asgi()), re_path(r"", NoRouteConsumer.as_asgi())])
-application = ProtocolTypeRouter({"http": BodyLimit(mcp_http.mount(django_app)), "websocket": websockets})
+application = ProtocolTypeRouter(
+    {"http": BodyLimit(a2a_http.mount(mcp_http.mount(django_app))), "websocket": websockets}
+)

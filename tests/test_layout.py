@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("arcsite", "coordination", "relay", "dashboard", "mcpserver")
+PACKAGES = ("arcsite", "coordination", "relay", "dashboard", "mcpserver", "gateway")
 
 
 def sources(*extra: str) -> list[Path]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
 from django.utils import timezone
 
 from coordination.core import services
@@ -98,3 +99,22 @@ def test_a_keyed_worker_cannot_start_a_task_assigned_to_someone_else(api):
     status, env = ApiClient(key=bob_key).post(f"/v1/tasks/{env['result']['id']}/start")
 
     assert status == 403
+
+
+def test_a_canceled_task_fails_as_canceled_and_only_its_assignee_hears_of_it(api):
+    from coordination.core.errors import Forbidden
+
+    status, env = api.post(
+        "/v1/messages", {"from_agent": "alice", "to_agent": "bob", "kind": "task_request", "body": "port it"}
+    )
+    assert status == 201
+    task_id = env["result"]["id"]
+
+    with pytest.raises(Forbidden):  # not a party to the task
+        services.task_cancel(task_id=task_id, reason="mine now", actor="mallory")
+    canceled = services.task_cancel(task_id=task_id, reason="plans changed", actor="alice")
+
+    assert (canceled.status, canceled.failure_reason) == ("failed", "canceled: plans changed")
+    notices = [m for m in api.get("/v1/inbox/bob")[1]["result"] if m["kind"] == "notice"]
+    assert [(n["reply_to"], n["metadata"]["task_canceled"]) for n in notices] == [(task_id, task_id)]
+    assert not [m for m in api.get("/v1/inbox/alice")[1]["result"] if m["kind"] == "notice"]

@@ -337,6 +337,19 @@ def task_get(who: Identity, task_id: int) -> Answer:
     return Answer(task)
 
 
+def task_exchange(who: Identity, task_id: int) -> tuple[Any, Any, Any]:
+    """A task with its request and its answer (``selectors.task_exchange``), if ``who`` may see it."""
+    task, request, answer = selectors.task_exchange(require_id(task_id, "task_id"))
+    who.require_task(task.as_wire())
+    return task, request, answer
+
+
+def tasks_given(who: Identity, *, assignee: str, limit: int) -> list[Any]:
+    """The newest tasks given to ``assignee`` that ``who`` asked for (an unbound caller: all of them), visible to it."""
+    rows = selectors.tasks_of(requester=who.agent_id, assignee=assignee, limit=limit)
+    return [t for t in rows if who.may_see_task(t.as_wire())]
+
+
 def _task_visible(who: Identity, task_id: int) -> None:
     require_id(task_id, "task_id")
     task = selectors.task_find(task_id)
@@ -364,6 +377,15 @@ def task_fail(who: Identity, task_id: int, raw: dict[str, Any], *, key: str | No
     task = services.task_fail(
         task_id=task_id, reason=data.get("reason") or "failed", actor=who.agent_id, admin=who.admin
     )
+    return Answer(task.as_wire())
+
+
+@keyable
+def task_cancel(who: Identity, task_id: int, raw: dict[str, Any], *, key: str | None = None) -> Answer:
+    """Cancel a task (A2A's ``CancelTask``): it fails as canceled, and its assignee is told."""
+    data = shapes.TaskFail.parse(raw)
+    _task_visible(who, task_id)
+    task = services.task_cancel(task_id=task_id, reason=data.get("reason") or "", actor=who.agent_id, admin=who.admin)
     return Answer(task.as_wire())
 
 

@@ -309,6 +309,26 @@ def turn_stop_blocks(*, agent_id: str, client_session: str) -> int:
     return int(row[0][0]) if row else 0
 
 
+def task_exchange(task_id: int) -> tuple[Task, Message | None, Message | None]:
+    """A task, the message that asked for it, and the ``task_result`` that answered it (once it is finished)."""
+    task = task_get(task_id)
+    request = Message.objects.filter(pk=task_id).first()
+    answer = None
+    if task.status not in Task.UNFINISHED:
+        answer = Message.objects.filter(reply_to=task_id, kind=Message.Kind.TASK_RESULT).order_by("id").first()
+    return task, request, answer
+
+
+def tasks_of(*, requester: str | None, assignee: str | None, limit: int) -> list[Task]:
+    """The newest tasks (at most ``limit``) that ``requester`` asked for and ``assignee`` was given (each if named)."""
+    rows = Task.objects.all()
+    if requester is not None:
+        rows = rows.filter(requester=requester)
+    if assignee is not None:
+        rows = rows.filter(assignee=assignee)
+    return list(rows.order_by("-task_id")[:limit])
+
+
 def task_find(task_id: int) -> Task | None:
     return Task.objects.filter(pk=task_id).first()
 

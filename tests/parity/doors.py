@@ -8,7 +8,7 @@ the message that came with it. A door that cannot express a verb raises ``Inexpr
 Doors: ``rest`` (HTTP), ``longpoll`` and ``sse`` (reads), ``ws`` (WebSocket frames),
 ``mcp_http`` (``/mcp``) and ``mcp_stdio`` (``manage.py mcp``) with the MCP SDK's own
 client, ``relay`` (request files in the hub's spool), ``dashboard`` (a signed-in
-browser's forms) and ``hooks`` (a coding agent client's HTTP hooks).
+browser's forms), ``hooks`` (a coding agent client's HTTP hooks) and ``a2a`` (A2A JSON-RPC).
 """
 
 from __future__ import annotations
@@ -644,6 +644,31 @@ class Hooks(Rest):
     delegate = answer = complete = start = claim_task = post
 
 
+class A2A(Rest):
+    """``POST /a2a``: A2A JSON-RPC requests, as an A2A client sends them (docs/a2a.md).
+
+    A2A sends tasks to a named agent (its tenant), never posts to a room, so it takes part in
+    the cases of the edge (keys, sizes, JSON) and not in those of posting.
+    """
+
+    name = "a2a"
+
+    def rpc(self, who: Persona, method: str, params: dict[str, Any]) -> Outcome:
+        body = {"jsonrpc": "2.0", "id": 1, "method": method, "params": params}
+        return self.call(who, "POST", "/a2a", data=json.dumps(body).encode())
+
+    def read(self, who: Persona, room: str) -> Outcome:
+        return self.rpc(who, "ListTasks", {"tenant": who.agent})
+
+    def raw(self, who: Persona, data: bytes) -> Outcome:
+        return self.call(who, "POST", "/a2a", data=data)
+
+    def post(self, *args: Any, **kwargs: Any) -> Outcome:
+        raise Inexpressible
+
+    delegate = answer = complete = start = claim_task = act_as = post
+
+
 DOORS: dict[str, Callable[[Hub], Door]] = {
     "rest": Rest,
     "longpoll": LongPoll,
@@ -654,4 +679,5 @@ DOORS: dict[str, Callable[[Hub], Door]] = {
     "relay": Relay,
     "dashboard": Dashboard,
     "hooks": Hooks,
+    "a2a": A2A,
 }

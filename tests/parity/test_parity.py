@@ -120,7 +120,7 @@ class Case:
 
 POSTERS = frozenset({"rest", "ws", "relay", "mcp_http", "mcp_stdio"})
 READERS = frozenset({"rest", "longpoll", "sse", "ws", "relay", "mcp_http", "mcp_stdio"})
-RAW = frozenset({"rest", "ws", "relay", "mcp_http", "hooks"})
+RAW = frozenset({"rest", "ws", "relay", "mcp_http", "hooks", "a2a"})
 TASKERS = frozenset({"rest", "relay", "mcp_http", "mcp_stdio"})
 
 
@@ -234,9 +234,9 @@ def revoked_key_reads(door: Door, world: World) -> tuple[Outcome, Any]:
 def oversize_request(door: Door, world: World) -> tuple[Outcome, Any]:
     word = world.mark()
     body = f"{word} " + "x" * (REQUEST_CAP + 1000)
-    if door.name in ("rest", "ws", "relay", "mcp_http", "hooks"):
+    if door.name in ("rest", "ws", "relay", "mcp_http", "hooks", "a2a"):
         data = json.dumps({"channel": "general", "body": body}).encode()
-        if door.name == "mcp_http":
+        if door.name in ("mcp_http", "a2a"):
             data = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {"pad": body}}).encode()
         outcome = door.raw(world.persona("alice"), data)
     else:
@@ -353,11 +353,17 @@ CASES = [
     ),
     Case("the rate limit reached", "429", POSTERS, rate_limit_reached, RATE_BURST, "posting too fast"),
     Case("a revoked key posts", "401", POSTERS, revoked_key_posts, 0, "revoked"),
-    Case("a revoked key reads", "401", frozenset({"longpoll", "sse", "hooks"}), revoked_key_reads, message="revoked"),
+    Case(
+        "a revoked key reads",
+        "401",
+        frozenset({"longpoll", "sse", "hooks", "a2a"}),
+        revoked_key_reads,
+        message="revoked",
+    ),
     Case(
         "a request over the size cap",
         "413",
-        POSTERS | {"dashboard", "hooks"},
+        POSTERS | {"dashboard", "hooks", "a2a"},
         oversize_request,
         0,
         "exceeds max size",

@@ -79,6 +79,8 @@ from coordination.core.services.sessions import (
 )
 from coordination.core.services.signin import login_link_mint, login_link_redeem
 from coordination.core.services.tasks import (
+    CANCELED,
+    task_cancel,
     task_complete,
     task_delegate,
     task_fail,
@@ -98,6 +100,7 @@ def caches_clear() -> None:
 
 
 __all__ = [
+    "CANCELED",
     "DEFAULT_ROOMS",
     "DEFAULT_TTL_SEC",
     "MAX_DELIVERY_ATTEMPTS",
@@ -155,6 +158,7 @@ __all__ = [
     "session_workspace_declare",
     "sessions_prune_expired",
     "sessions_roster",
+    "task_cancel",
     "task_complete",
     "task_delegate",
     "task_fail",

@@ -186,6 +186,29 @@ def task_fail(*, task_id: int, reason: str, actor: str | None = None, admin: boo
         return task
 
 
+CANCELED = "canceled: "  # how a cancellation's reason begins (A2A shows such a failure as canceled)
+
+
+def task_cancel(*, task_id: int, reason: str, actor: str | None = None, admin: bool = False) -> Task:
+    """Cancel an unfinished task: it fails with ``canceled: <reason>``, and its assignee hears it
+    at once in a direct ``notice`` (the task's own event reaches only streams that follow tasks)."""
+    with transaction.atomic():
+        task = task_fail(task_id=task_id, reason=CANCELED + (reason or "no reason given"), actor=actor, admin=admin)
+        if task.assignee and task.assignee != actor:
+            messages.message_post(
+                from_agent=messages.SYSTEM_AGENT,
+                to_agent=task.assignee,
+                kind=Message.Kind.NOTICE,
+                body=f"Task {task_id} was canceled by {actor or 'its requester'}: {reason or 'no reason given'}."
+                " Stop working on it.",
+                thread_id=task.thread_id,
+                reply_to=task_id,
+                metadata={"task_canceled": task_id},
+                touch=False,
+            )
+    return task
+
+
 def task_delegate(
     *,
     from_agent: str,

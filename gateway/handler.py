@@ -1,0 +1,198 @@
+"""The A2A SDK's request handler, answered by the hub's operations (docs/a2a.md).
+
+Every method takes the caller's ``Identity`` from the call context (resolved at the edge, as
+``/v1`` resolves it) and calls the same operations the other doors call; domain errors become
+the A2A errors the SDK renders (``ArcError`` → ``InvalidParams``/``TaskNotFound``/...).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncGenerator
+from typing import Any, NoReturn
+
+from a2a.server.context import ServerCallContext
+from a2a.server.request_handlers.request_handler import RequestHandler
+from a2a.types import (
+    AgentCard,
+    CancelTaskRequest,
+    DeleteTaskPushNotificationConfigRequest,
+    GetExtendedAgentCardRequest,
+    GetTaskPushNotificationConfigRequest,
+    GetTaskRequest,
+    ListTaskPushNotificationConfigsRequest,
+    ListTaskPushNotificationConfigsResponse,
+    ListTasksRequest,
+    ListTasksResponse,
+    Message,
+    SendMessageRequest,
+    SubscribeToTaskRequest,
+    Task,
+    TaskPushNotificationConfig,
+)
+from a2a.utils.errors import (
+    A2AError,
+    InvalidParamsError,
+    InvalidRequestError,
+    TaskNotCancelableError,
+    TaskNotFoundError,
+    UnsupportedOperationError,
+)
+from asgiref.sync import sync_to_async
+
+from coordination.core import operations as ops
+from coordination.core.access import Identity
+from coordination.core.errors import ArcError, Conflict, NotFound
+from coordination.core.feeds import FeedFilter, MessageFeed
+from gateway.tasks import FINAL, a2a_task, text_of
+
+IDENTITY = "arc.identity"  # where the edge leaves the caller's identity in the call context's state
+ANONYMOUS_REQUESTER = "a2a-client"  # who asks, for a loopback client without a key (it names no agent)
+MAX_BLOCKING_SEC = 300.0  # the hub's longest wait (as /v1/ask and arc_delegate)
+LIST_LIMIT = 100
+
+
+class HubRequestHandler(RequestHandler):
+    """A2A over the hub: ``tenant`` names the agent a request is for."""
+
+    async def on_message_send(self, params: SendMessageRequest, context: ServerCallContext) -> Task | Message:
+        who, agent = _caller(context), _tenant(params.tenant or context.tenant)
+        message = params.message
+        if message.task_id:
+            raise UnsupportedOperationError(message="continuing a task with a further message is not supported yet")
+        try:
+            body = text_of(message)
+        except ValueError as exc:
+            raise InvalidParamsError(message=str(exc)) from None
+        raw: dict[str, Any] = {
+            "from_agent": who.agent_id or ANONYMOUS_REQUESTER,
+            "to_agent": agent,
+            "body": body,
+            "thread_id": message.context_id or None,
+        }
+        answer = await _op(
+            ops.task_delegate, who, {k: v for k, v in raw.items() if v is not None}, key=message.message_id
+        )
+        task_id = int(answer.result["id"])
+        if not params.configuration.return_immediately:
+            await _finished(who, task_id, MAX_BLOCKING_SEC)
+        return await _task(who, task_id)
+
+    async def on_get_task(self, params: GetTaskRequest, context: ServerCallContext) -> Task | None:
+        return await _task(_caller(context), _task_id(params.id))
+
+    async def on_list_tasks(self, params: ListTasksRequest, context: ServerCallContext) -> ListTasksResponse:
+        who, agent = _caller(context), _tenant(params.tenant or context.tenant)
+        size = min(params.page_size or LIST_LIMIT, LIST_LIMIT)
+        rows = await _db(ops.tasks_given, who, assignee=agent, limit=size)
+        tasks = [await _task(who, t.task_id) for t in rows]
+        if params.context_id:
+            tasks = [t for t in tasks if t.context_id == params.context_id]
+        return ListTasksResponse(tasks=tasks, page_size=size, total_size=len(tasks))
+
+    async def on_cancel_task(self, params: CancelTaskRequest, context: ServerCallContext) -> Task | None:
+        who, task_id = _caller(context), _task_id(params.id)
+        metadata = params.metadata  # a protobuf Struct: ``in`` and ``[]``, no ``get``
+        reason = str(metadata["reason"] if "reason" in metadata else "canceled by its A2A client")[:2000]  # noqa: SIM401
+        await _db(ops.task_cancel, who, task_id, {"reason": reason}, finished=TaskNotCancelableError)
+        return await _task(who, task_id)
+
+    async def on_message_send_stream(
+        self, params: SendMessageRequest, context: ServerCallContext
+    ) -> AsyncGenerator[Any]:
+        raise UnsupportedOperationError(message="streaming is not supported yet: use SendMessage")
+        yield
+
+    async def on_subscribe_to_task(
+        self, params: SubscribeToTaskRequest, context: ServerCallContext
+    ) -> AsyncGenerator[Any]:
+        raise UnsupportedOperationError(message="SubscribeToTask is not supported yet: use GetTask")
+        yield
+
+    async def on_create_task_push_notification_config(
+        self, params: TaskPushNotificationConfig, context: ServerCallContext
+    ) -> TaskPushNotificationConfig:
+        _no_push()
+
+    async def on_get_task_push_notification_config(
+        self, params: GetTaskPushNotificationConfigRequest, context: ServerCallContext
+    ) -> TaskPushNotificationConfig:
+        _no_push()
+
+    async def on_list_task_push_notification_configs(
+        self, params: ListTaskPushNotificationConfigsRequest, context: ServerCallContext
+    ) -> ListTaskPushNotificationConfigsResponse:
+        _no_push()
+
+    async def on_delete_task_push_notification_config(
+        self, params: DeleteTaskPushNotificationConfigRequest, context: ServerCallContext
+    ) -> None:
+        _no_push()
+
+    async def on_get_extended_agent_card(
+        self, params: GetExtendedAgentCardRequest, context: ServerCallContext
+    ) -> AgentCard:
+        raise UnsupportedOperationError(message="there is no extended agent card")
+
+
+def _no_push() -> NoReturn:
+    from a2a.utils.errors import PushNotificationNotSupportedError
+
+    raise PushNotificationNotSupportedError(message="push notifications are not switched on for this hub")
+
+
+def _caller(context: ServerCallContext) -> Identity:
+    who = context.state.get(IDENTITY)
+    if not isinstance(who, Identity):  # the edge always sets it; without it nothing is allowed
+        raise InvalidRequestError(message="no caller identity")
+    return who
+
+
+def _tenant(tenant: str) -> str:
+    agent = (tenant or "").strip()
+    if not agent:
+        raise InvalidParamsError(message="name the agent: the request's tenant is the agent it is for")
+    return agent
+
+
+def _task_id(value: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise TaskNotFoundError(message=f"no task {value[:60]}") from None
+
+
+async def _db(call: Any, *args: Any, finished: type[A2AError] = InvalidParamsError, **kwargs: Any) -> Any:
+    """``call`` on the synchronous thread, the hub's errors as A2A's (``finished``: for a 409)."""
+    try:
+        return await sync_to_async(call)(*args, **kwargs)
+    except NotFound as exc:
+        raise TaskNotFoundError(message=exc.message) from None
+    except Conflict as exc:
+        raise finished(message=f"{exc.message} (HTTP {exc.status})") from None
+    except ArcError as exc:
+        raise InvalidParamsError(message=f"{exc.message} (HTTP {exc.status})") from None
+
+
+async def _op(call: Any, who: Identity, raw: dict[str, Any], *, key: str | None) -> Any:
+    return await _db(call, who, raw, key=key or None)
+
+
+async def _task(who: Identity, task_id: int) -> Task:
+    task, request, answer = await _db(ops.task_exchange, who, task_id)
+    return a2a_task(task, request, answer, context_id=task.thread_id or f"task-{task.task_id}")
+
+
+async def _finished(who: Identity, task_id: int, timeout: float) -> None:
+    """Wait until the task is finished (or ``timeout`` passes), woken by its events, never polling."""
+    deadline = time.monotonic() + timeout
+    flt = FeedFilter(agent_id=who.agent_id or ANONYMOUS_REQUESTER, rooms=who.visible_rooms())
+    async with MessageFeed(flt, cursor=task_id, limit=100, event_types=frozenset({"task"})) as feed:
+        while True:
+            task, _, _ = await _db(ops.task_exchange, who, task_id)
+            if task.status in FINAL:
+                return
+            left = deadline - time.monotonic()
+            if left <= 0 or feed.draining:
+                return
+            await feed.next(left)  # a task event (or the time running out): read the task again
