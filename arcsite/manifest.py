@@ -182,6 +182,13 @@ def build(request: HttpRequest) -> dict[str, Any]:
             # MCP tools over streamable HTTP (mounted in the ASGI app, not the URLconf): key → agent,
             # or ?agent=NAME from loopback without a key.
             "mcp": "/mcp",
+            # A2A (docs/a2a.md): the hub's Agent Card, each agent's at /a2a/agents/<name>/.well-known/agent-card.json,
+            # and the JSON-RPC and HTTP+JSON bindings (an agent is the request's tenant).
+            "a2a_card": "/.well-known/agent-card.json",
+            "a2a": "/a2a",
+            "a2a_rest": "/a2a/rest",
+            # Coding agents' turn-boundary hooks (docs/agents.md).
+            "hooks": "/v1/hooks/{client}",
         },
         "auth": {
             "mode": settings.ARC_AUTH,

@@ -40,7 +40,7 @@ def _base(name: str, description: str, url: str, tenant: str) -> AgentCard:
             )
             for binding, path in BINDINGS
         ],
-        capabilities=AgentCapabilities(streaming=False, push_notifications=False),
+        capabilities=AgentCapabilities(streaming=True, push_notifications=False),
         default_input_modes=["text/plain"],
         default_output_modes=["text/plain"],
     )

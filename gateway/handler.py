@@ -28,7 +28,10 @@ from a2a.types import (
     SendMessageRequest,
     SubscribeToTaskRequest,
     Task,
+    TaskArtifactUpdateEvent,
     TaskPushNotificationConfig,
+    TaskState,
+    TaskStatusUpdateEvent,
 )
 from a2a.utils.errors import (
     A2AError,
@@ -50,30 +53,14 @@ IDENTITY = "arc.identity"  # where the edge leaves the caller's identity in the 
 ANONYMOUS_REQUESTER = "a2a-client"  # who asks, for a loopback client without a key (it names no agent)
 MAX_BLOCKING_SEC = 300.0  # the hub's longest wait (as /v1/ask and arc_delegate)
 LIST_LIMIT = 100
+FINAL_STATES = frozenset({TaskState.TASK_STATE_COMPLETED, TaskState.TASK_STATE_FAILED, TaskState.TASK_STATE_CANCELED})
 
 
 class HubRequestHandler(RequestHandler):
     """A2A over the hub: ``tenant`` names the agent a request is for."""
 
     async def on_message_send(self, params: SendMessageRequest, context: ServerCallContext) -> Task | Message:
-        who, agent = _caller(context), _tenant(params.tenant or context.tenant)
-        message = params.message
-        if message.task_id:
-            raise UnsupportedOperationError(message="continuing a task with a further message is not supported yet")
-        try:
-            body = text_of(message)
-        except ValueError as exc:
-            raise InvalidParamsError(message=str(exc)) from None
-        raw: dict[str, Any] = {
-            "from_agent": who.agent_id or ANONYMOUS_REQUESTER,
-            "to_agent": agent,
-            "body": body,
-            "thread_id": message.context_id or None,
-        }
-        answer = await _op(
-            ops.task_delegate, who, {k: v for k, v in raw.items() if v is not None}, key=message.message_id
-        )
-        task_id = int(answer.result["id"])
+        who, task_id = await _delegate(params, context)
         if not params.configuration.return_immediately:
             await _finished(who, task_id, MAX_BLOCKING_SEC)
         return await _task(who, task_id)
@@ -100,14 +87,16 @@ class HubRequestHandler(RequestHandler):
     async def on_message_send_stream(
         self, params: SendMessageRequest, context: ServerCallContext
     ) -> AsyncGenerator[Any]:
-        raise UnsupportedOperationError(message="streaming is not supported yet: use SendMessage")
-        yield
+        who, task_id = await _delegate(params, context)
+        async for event in _follow(who, task_id):
+            yield event
 
     async def on_subscribe_to_task(
         self, params: SubscribeToTaskRequest, context: ServerCallContext
     ) -> AsyncGenerator[Any]:
-        raise UnsupportedOperationError(message="SubscribeToTask is not supported yet: use GetTask")
-        yield
+        who, task_id = _caller(context), _task_id(params.id)
+        async for event in _follow(who, task_id):
+            yield event
 
     async def on_create_task_push_notification_config(
         self, params: TaskPushNotificationConfig, context: ServerCallContext
@@ -178,6 +167,50 @@ async def _op(call: Any, who: Identity, raw: dict[str, Any], *, key: str | None)
     return await _db(call, who, raw, key=key or None)
 
 
+async def _delegate(params: SendMessageRequest, context: ServerCallContext) -> tuple[Identity, int]:
+    """The message as a ``task_request`` for the tenant agent (``operations.task_delegate``); its task's id."""
+    who, agent = _caller(context), _tenant(params.tenant or context.tenant)
+    message = params.message
+    if message.task_id:
+        raise UnsupportedOperationError(message="continuing a task with a further message is not supported yet")
+    try:
+        body = text_of(message)
+    except ValueError as exc:
+        raise InvalidParamsError(message=str(exc)) from None
+    raw: dict[str, Any] = {
+        "from_agent": who.agent_id or ANONYMOUS_REQUESTER,
+        "to_agent": agent,
+        "body": body,
+        "thread_id": message.context_id or None,
+    }
+    answer = await _op(ops.task_delegate, who, {k: v for k, v in raw.items() if v is not None}, key=message.message_id)
+    return who, int(answer.result["id"])
+
+
+async def _follow(who: Identity, task_id: int) -> AsyncGenerator[Any]:
+    """The task as it is, then each change of its state (its artifact first when it is done), woken by its
+    events; the stream ends when the task is finished (or the hub drains: the client subscribes again)."""
+    async with MessageFeed(_requester_feed(who), cursor=task_id, limit=100, event_types=frozenset({"task"})) as feed:
+        task = await _task(who, task_id)
+        yield task
+        state = task.status.state
+        while state not in FINAL_STATES and not feed.draining:
+            await feed.next(None)
+            task = await _task(who, task_id)
+            if task.status.state == state:
+                continue
+            state = task.status.state
+            for artifact in task.artifacts:
+                yield TaskArtifactUpdateEvent(
+                    task_id=task.id, context_id=task.context_id, artifact=artifact, last_chunk=True
+                )
+            yield TaskStatusUpdateEvent(task_id=task.id, context_id=task.context_id, status=task.status)
+
+
+def _requester_feed(who: Identity) -> FeedFilter:
+    return FeedFilter(agent_id=who.agent_id or ANONYMOUS_REQUESTER, rooms=who.visible_rooms())
+
+
 async def _task(who: Identity, task_id: int) -> Task:
     task, request, answer = await _db(ops.task_exchange, who, task_id)
     return a2a_task(task, request, answer, context_id=task.thread_id or f"task-{task.task_id}")
@@ -186,8 +219,7 @@ async def _task(who: Identity, task_id: int) -> Task:
 async def _finished(who: Identity, task_id: int, timeout: float) -> None:
     """Wait until the task is finished (or ``timeout`` passes), woken by its events, never polling."""
     deadline = time.monotonic() + timeout
-    flt = FeedFilter(agent_id=who.agent_id or ANONYMOUS_REQUESTER, rooms=who.visible_rooms())
-    async with MessageFeed(flt, cursor=task_id, limit=100, event_types=frozenset({"task"})) as feed:
+    async with MessageFeed(_requester_feed(who), cursor=task_id, limit=100, event_types=frozenset({"task"})) as feed:
         while True:
             task, _, _ = await _db(ops.task_exchange, who, task_id)
             if task.status in FINAL:

@@ -27,6 +27,7 @@ from a2a.types import (
     Role,
     SendMessageConfiguration,
     SendMessageRequest,
+    SubscribeToTaskRequest,
     Task,
     TaskState,
 )
@@ -45,13 +46,13 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
         yield hub
 
 
-def answer_next_task(hub: Hub, agent: str, reply: str) -> threading.Thread:
+def answer_next_task(hub: Hub, agent: str, reply: str, since: int | None = None) -> threading.Thread:
     """``agent`` takes the next task_request for it from its feed and answers it (a worker, over REST).
 
     The next one: posted after this call (its feed is read from the newest message now).
     """
     _, boot = hub.call("GET", f"/v1/bootstrap?agent_id={agent}")
-    start = int(boot["result"]["latest_visible_id"])
+    start = int(boot["result"]["latest_visible_id"]) if since is None else since
 
     def work() -> None:
         since = start
@@ -158,6 +159,44 @@ def test_return_immediately_then_get_task_sees_it_finish(hub: Hub) -> None:
     assert [t.id for t in listed.tasks] == [task.id]
 
 
+async def stream(url: str, request: Any, *, subscribe: bool = False) -> list[Any]:
+    """Every event of a streaming send (or of a subscription), as the SDK's streaming client yields them."""
+    async with httpx.AsyncClient(timeout=WAIT_SEC) as http:
+        client = await create_client(url, client_config=ClientConfig(streaming=True, httpx_client=http))
+        events = client.subscribe(request) if subscribe else client.send_message(request)
+        return [event async for event in events]
+
+
+def kinds(events: list[Any]) -> list[str]:
+    return [str(e.WhichOneof("payload")) for e in events]
+
+
+def test_a_streaming_send_tells_each_state_and_the_artifact_then_ends(hub: Hub) -> None:
+    worker = answer_next_task(hub, "wren", "streamed answer")
+    events = anyio.run(stream, hub.url + "/a2a/agents/wren", SendMessageRequest(message=text_message("stream it")))
+    worker.join(WAIT_SEC)
+    assert kinds(events)[0] == "task"
+    assert kinds(events)[-2:] == ["artifact_update", "status_update"]
+    assert events[-1].status_update.status.state == TaskState.TASK_STATE_COMPLETED
+    assert events[-2].artifact_update.artifact.parts[0].text == "streamed answer"
+
+
+def test_subscribing_to_a_task_follows_it_from_where_it_is(hub: Hub) -> None:
+    url = hub.url + "/a2a/agents/wren"
+    request = SendMessageRequest(
+        message=text_message("follow me"), configuration=SendMessageConfiguration(return_immediately=True)
+    )
+    task: Task = anyio.run(send, url, request)
+    hub.call("POST", f"/v1/tasks/{task.id}/start", {})  # wren starts it before anyone subscribes
+    worker = answer_next_task(hub, "wren", "followed", since=int(task.id) - 1)
+    events = anyio.run(lambda: stream(url, SubscribeToTaskRequest(id=task.id), subscribe=True))
+    worker.join(WAIT_SEC)
+    assert events[0].task.status.state in (TaskState.TASK_STATE_WORKING, TaskState.TASK_STATE_COMPLETED)
+    assert events[-1].WhichOneof("payload") in ("status_update", "task")
+    final = events[-1].status_update.status if events[-1].HasField("status_update") else events[-1].task.status
+    assert final.state == TaskState.TASK_STATE_COMPLETED
+
+
 def test_a_retried_message_is_one_task(hub: Hub) -> None:
     url = hub.url + "/a2a/agents/wren"
     message = text_message("only once")
@@ -252,8 +291,12 @@ def test_cancel_fails_the_task_as_canceled_and_tells_the_assignee(hub: Hub) -> N
 
 
 def test_what_is_not_served_yet_is_refused_with_the_protocols_error(hub: Hub) -> None:
+    config = {"taskId": "1", "pushNotificationConfig": {"url": "https://example.com/hook"}}
     status, body = raw(
-        hub, json.dumps({"jsonrpc": "2.0", "id": 9, "method": "SubscribeToTask", "params": {"id": "1"}}).encode()
+        hub,
+        json.dumps(
+            {"jsonrpc": "2.0", "id": 9, "method": "CreateTaskPushNotificationConfig", "params": config}
+        ).encode(),
     )
     assert status == 200
-    assert "not supported" in body["error"]["message"]
+    assert body["error"]["code"] == -32003  # PushNotificationNotSupported

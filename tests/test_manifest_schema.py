@@ -387,6 +387,10 @@ def test_manifest_is_served_at_v1_manifest_and_at_root_for_json_clients(anyone, 
         "stream": "/v1/stream",
         "metrics": "/metrics",
         "mcp": "/mcp",
+        "a2a_card": "/.well-known/agent-card.json",
+        "a2a": "/a2a",
+        "a2a_rest": "/a2a/rest",
+        "hooks": "/v1/hooks/{client}",
     }
     assert len(by_url["first_five_calls"]) == 5
     for step in by_url["first_five_calls"]:
