@@ -53,6 +53,7 @@ IDENTITY = "arc.identity"  # where the edge leaves the caller's identity in the 
 ANONYMOUS_REQUESTER = "a2a-client"  # who asks, for a loopback client without a key (it names no agent)
 MAX_BLOCKING_SEC = 300.0  # the hub's longest wait (as /v1/ask and arc_delegate)
 LIST_LIMIT = 100
+SAFETY_SEC = 60.0  # a stream reads its task at least this often, should an event be lost
 FINAL_STATES = frozenset({TaskState.TASK_STATE_COMPLETED, TaskState.TASK_STATE_FAILED, TaskState.TASK_STATE_CANCELED})
 
 
@@ -70,7 +71,7 @@ class HubRequestHandler(RequestHandler):
 
     async def on_list_tasks(self, params: ListTasksRequest, context: ServerCallContext) -> ListTasksResponse:
         who, agent = _caller(context), _tenant(params.tenant or context.tenant)
-        size = min(params.page_size or LIST_LIMIT, LIST_LIMIT)
+        size = min(max(params.page_size, 1) if params.page_size else LIST_LIMIT, LIST_LIMIT)
         rows = await _db(ops.tasks_given, who, assignee=agent, limit=size)
         tasks = [await _task(who, t.task_id) for t in rows]
         if params.context_id:
@@ -195,7 +196,7 @@ async def _follow(who: Identity, task_id: int) -> AsyncGenerator[Any]:
         yield task
         state = task.status.state
         while state not in FINAL_STATES and not feed.draining:
-            await feed.next(None)
+            await feed.next(SAFETY_SEC)  # woken by a task event; once a minute it reads the task anyway
             task = await _task(who, task_id)
             if task.status.state == state:
                 continue

@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 from asgiref.sync import sync_to_async
+from django.conf import settings
 
 from coordination.core import edge, selectors
 from coordination.core.errors import ArcError, NotFound
@@ -72,7 +73,8 @@ def _starlette_app() -> Any:
             return context
 
     def endpoint_url(request: Request) -> str:
-        return str(request.base_url).rstrip("/") + PATH
+        trusted = getattr(settings, "SECURE_PROXY_SSL_HEADER", None) is not None
+        return public_base(str(request.base_url), request.headers.get("x-forwarded-proto"), trusted) + PATH
 
     def card_response(card: AgentCard) -> Response:
         return JSONResponse(agent_card_to_dict(card))
@@ -99,6 +101,16 @@ def _starlette_app() -> Any:
         Mount(PATH + "/rest", routes=create_rest_routes(handler, context_builder=Builder())),
     ]
     return Starlette(routes=routes)
+
+
+def public_base(base_url: str, forwarded_proto: str | None, trust_proxy: bool) -> str:
+    """The hub's URL as a client outside sees it: behind a TLS-terminating proxy the hub is reached
+    over plain HTTP, and says ``https`` in its cards only when it trusts the proxy's ``X-Forwarded-Proto``
+    (``ARC_PRODUCTION`` with ``ARC_BEHIND_PROXY``, docs/deployment.md)."""
+    base = base_url.rstrip("/")
+    if trust_proxy and forwarded_proto == "https" and base.startswith("http://"):
+        base = "https://" + base[len("http://") :]
+    return base
 
 
 def mount(app: Any) -> Any:

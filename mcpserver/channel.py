@@ -32,6 +32,7 @@ from mcp.server.context import CallNext, ServerRequestContext
 from mcp.server.session import ServerSession
 from pydantic import BaseModel
 
+from coordination.core.fencing import plain
 from mcpserver.remote import ClientBackend
 
 log = logging.getLogger("arc.mcp.channel")
@@ -59,11 +60,11 @@ def for_agent(agent: str, message: dict[str, Any]) -> bool:
 
 
 def wake_of(agent: str, message: dict[str, Any]) -> dict[str, Any]:
-    sender = str(message.get("from_agent"))
+    sender = plain(message.get("from_agent"))  # names other agents chose: one line, capped
     if message.get("to_agent") == agent:
         what = "a task for you" if message.get("kind") == "task_request" else "a direct message"
     else:
-        what = f"a message in #{message.get('channel')} that waits for your reply"
+        what = f"a message in #{plain(message.get('channel'))} that waits for your reply"
     return {
         "content": f"Arc hub: {what} from {sender} (#{message['id']}) for {agent}. "
         "Read it with arc_poll_messages, then answer it.",

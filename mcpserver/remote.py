@@ -158,7 +158,8 @@ class ClientBackend:
         """Has the agent been handed this message (by any reader: a poll, a stream, a hook)?"""
         status: dict[str, Any] = await self._run(lambda c: c.call_hub("GET", f"/v1/messages/{int(message_id)}/status"))
         states = [r.get("state") for r in status.get("recipients", []) if r.get("agent_id") == self.agent_id]
-        return bool(states) and states[0] != "queued"
+        # No record for this agent (a notice sent without one): nothing to wait for, so count it as handed out.
+        return not states or states[0] != "queued"
 
     async def agents(self, *, capability: str | None) -> list[dict[str, Any]]:
         params = {"capability": capability} if capability else None

@@ -228,6 +228,29 @@ def test_keys_and_scopes_are_the_hubs(hub: Hub) -> None:
     assert body["ok"] is False
 
 
+def test_a_task_between_two_other_agents_shows_its_state_but_not_their_words(hub: Hub) -> None:
+    _, posted = hub.call(
+        "POST",
+        "/v1/messages",
+        {"from_agent": "uma", "to_agent": "wren", "kind": "task_request", "body": "private request"},
+    )
+    task_id = str(posted["result"]["id"])
+    hub.call("POST", f"/v1/tasks/{task_id}/result", {"from_agent": "wren", "body": "private answer"})
+    carol = mint_key(hub, "carol")  # a key for every room, a party to neither message
+    task: Task = anyio.run(
+        lambda: send(hub.url + "/a2a/agents/wren", GetTaskRequest(id=task_id), key=carol, method="get_task")
+    )
+    assert task.status.state == TaskState.TASK_STATE_COMPLETED
+    assert list(task.history) == []
+    assert list(task.artifacts) == []
+    uma = mint_key(hub, "uma")  # the requester reads both
+    mine: Task = anyio.run(
+        lambda: send(hub.url + "/a2a/agents/wren", GetTaskRequest(id=task_id), key=uma, method="get_task")
+    )
+    assert mine.history[0].parts[0].text == "private request"
+    assert mine.artifacts[0].parts[0].text == "private answer"
+
+
 def raw(hub: Hub, data: bytes, *, key: str | None = None) -> tuple[int, Any]:
     headers = {"Content-Type": "application/json", "A2A-Version": "1.0"}
     if key:
@@ -300,3 +323,11 @@ def test_what_is_not_served_yet_is_refused_with_the_protocols_error(hub: Hub) ->
     )
     assert status == 200
     assert body["error"]["code"] == -32003  # PushNotificationNotSupported
+
+
+def test_cards_say_https_behind_a_trusted_tls_proxy_only() -> None:
+    from gateway.http import public_base
+
+    assert public_base("http://hub.example.com/", "https", True) == "https://hub.example.com"
+    assert public_base("http://hub.example.com/", "https", False) == "http://hub.example.com"
+    assert public_base("http://127.0.0.1:6969/", None, True) == "http://127.0.0.1:6969"

@@ -277,3 +277,35 @@ def test_an_edit_and_its_undo_give_back_every_byte(text: str) -> None:
     for path in arrays:
         appended = jsonedit.append(text, path, {"hooks": [1]})
         assert jsonedit.remove(appended, (*path, len(data[path[0]]))) == text
+
+
+@pytest.mark.django_db
+def test_a_key_is_not_minted_here_for_a_hub_elsewhere(home: Path, project: Path) -> None:
+    with pytest.raises(CommandError, match="mint one on that hub's machine"):
+        run("connect", "claude-code", "--agent", "bob", "--project", str(project), "--url", "http://192.0.2.1:6969")
+    assert not (home / ".config" / "arc-hub" / "keys").exists()
+    assert (project / ".mcp.json").read_text() == PROJECT_MCP  # nothing written
+
+
+def test_two_agents_never_share_a_key_file() -> None:
+    from coordination.management.clients import key_path
+
+    assert key_path("bob smith", "h:1") != key_path("bob_smith", "h:1")
+    assert key_path("Zoë", "h:1") != key_path("Zoé", "h:1")
+
+
+def test_a_settings_file_that_is_a_symlink_stays_one(home: Path, project: Path, tmp_path: Path) -> None:
+    dotfiles = tmp_path / "dotfiles"
+    dotfiles.mkdir()
+    real = dotfiles / "claude-settings.json"
+    settings_file = project / ".claude" / "settings.local.json"
+    real.write_text(settings_file.read_text())
+    settings_file.unlink()
+    settings_file.symlink_to(real)
+
+    run("connect", "claude-code", "--agent", "bob", "--project", str(project), "--url", "http://127.0.0.1:6969")
+
+    assert settings_file.is_symlink()
+    assert "hook claude-code" in real.read_text()
+    run("disconnect", "claude-code", "--project", str(project))
+    assert real.read_text() == USER_SETTINGS

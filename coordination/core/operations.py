@@ -338,10 +338,14 @@ def task_get(who: Identity, task_id: int) -> Answer:
 
 
 def task_exchange(who: Identity, task_id: int) -> tuple[Any, Any, Any]:
-    """A task with its request and its answer (``selectors.task_exchange``), if ``who`` may see it."""
+    """A task with its request and its answer (``selectors.task_exchange``), if ``who`` may see it; each message
+    only if ``who`` may read it (``None`` otherwise)."""
     task, request, answer = selectors.task_exchange(require_id(task_id, "task_id"))
     who.require_task(task.as_wire())
-    return task, request, answer
+    # The task's state is the task's; its request and answer are messages, each read by the message rule
+    # (a direct message only by its parties), as REST reads them.
+    visible = [m if m is not None and who.may_read(m.as_wire()) else None for m in (request, answer)]
+    return task, visible[0], visible[1]
 
 
 def tasks_given(who: Identity, *, assignee: str, limit: int) -> list[Any]:

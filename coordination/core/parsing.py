@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from coordination.core.errors import Invalid
 
@@ -149,3 +150,20 @@ def fits(model: type[Any], **values: str | None) -> None:
         limit = model._meta.get_field(name).max_length
         if value is not None and limit is not None and len(value) > limit:
             raise Invalid(f"{name} must be at most {limit} characters")
+
+
+def repository_name(value: str) -> str:
+    """A repository's name as the hub keeps and shows it: a URL without its user and password.
+
+    An origin URL may carry a credential (``https://x-access-token:ghp_…@github.com/acme/app.git``);
+    the name goes into session metadata and lock names, which every agent reads, so it is dropped.
+    ``git@host:path`` (no password possible) and local paths are kept as they are.
+    """
+    value = value.strip()
+    if "://" not in value:
+        return value
+    parts = urlsplit(value)
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urlunsplit((parts.scheme, host, parts.path, "", ""))

@@ -281,6 +281,12 @@ def locks_held_by_others(paths: Iterable[str], *, agent_id: str) -> list[Lock]:
     return list(Lock.objects.active().filter(file_path__in=set(paths)).exclude(agent_id=agent_id).order_by("file_path"))
 
 
+def inbox_waiting(*, agent_id: str, limit: int) -> list[Message]:
+    """The oldest direct messages to ``agent_id`` that no reader has handed it yet (``queued``)."""
+    ids = Delivery.objects.filter(agent_id=agent_id, state=Delivery.State.QUEUED).order_by("message_id")
+    return list(Message.objects.filter(id__in=list(ids.values_list("message_id", flat=True)[:limit])).order_by("id"))
+
+
 def agent_holdings(agent_id: str) -> dict[str, Any]:
     """What ``agent_id`` holds and owes: active claims and locks, unfinished tasks it was given or asked for,
     and how many direct messages wait in its inbox unread (``queued``)."""

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import posixpath
+import re
 import secrets
 from dataclasses import dataclass
 from typing import Any
@@ -40,7 +41,7 @@ from coordination.core import selectors, services
 from coordination.core.access import Identity
 from coordination.core.errors import Conflict, Invalid
 from coordination.core.feeds import FeedFilter
-from coordination.core.fencing import fence_content, fenced
+from coordination.core.fencing import fence_content, fenced, plain
 from coordination.core.inputs import HookEvent
 from coordination.core.models import Lock
 
@@ -99,22 +100,29 @@ def _with_context(event: str, text: str) -> dict[str, Any]:
 # ── news ──────────────────────────────────────────────────────────────────
 
 
-def _news_peek(who: Identity, agent: str) -> News:
+def _news_peek(who: Identity, agent: str, budget: int = MAX_CONTEXT_CHARS) -> News:
+    """What is new for ``agent``, as much as fits in ``budget`` characters.
+
+    After its cursor, oldest first. An agent that never read its feed (a fresh start) gets its
+    waiting direct messages first, then the most recent of the rest, not the hub's whole past.
+    """
     flt = FeedFilter.for_agent(who, agent, exclude_self=True)
     at = selectors.feed_cursor_at(agent)
     fresh, cursor = at is None, at or 0
     newest = selectors.message_newest_id() if fresh else 0  # before the feed: nothing can slip between
-    rows = [
-        m.as_wire()
-        for m in selectors.messages_feed(
-            agent_id=agent, rooms=flt.rooms, exclude_self=True, after=cursor, limit=MAX_SHOWN, newest=fresh
-        )
-    ]
+    found = selectors.messages_feed(
+        agent_id=agent, rooms=flt.rooms, exclude_self=True, after=cursor, limit=MAX_SHOWN, newest=fresh
+    )
+    if fresh:
+        waiting = selectors.inbox_waiting(agent_id=agent, limit=MAX_SHOWN)
+        rest = [m for m in found if m.id not in {w.id for w in waiting}]
+        found = sorted(waiting + rest[len(rest) - max(0, MAX_SHOWN - len(waiting)) :], key=lambda m: m.id)
+    rows = [m.as_wire() for m in found]
     shown: list[dict[str, Any]] = []
     used = 0
     for message in rows:
-        size = min(len(str(message.get("body") or "")), MAX_BODY_CHARS) + 200
-        if shown and used + size > MAX_CONTEXT_CHARS:
+        size = len(_message_line(agent, message, "00000000")) + 1
+        if shown and used + size > budget:
             break
         shown.append(message)
         used += size
@@ -126,20 +134,24 @@ def _news_peek(who: Identity, agent: str) -> News:
     return News(shown=shown, more=more, fresh_start=fresh, newest_seen=newest)
 
 
-def _news_take(who: Identity, agent: str) -> News:
+def _news_take(who: Identity, agent: str, budget: int = MAX_CONTEXT_CHARS) -> News:
     """The news, recorded as delivered to ``agent`` (its direct messages, and its cursor through the last shown)."""
-    news = _news_peek(who, agent)
+    news = _news_peek(who, agent, budget)
     _record(agent, news)
     return news
 
 
 def _record(agent: str, news: News) -> None:
-    if not news.shown:
-        if news.fresh_start:  # from now on the agent's news starts here, not with the hub's whole past
-            services.deliveries_mark_delivered(agent_id=agent, through_id=news.newest_seen)
-        return
     direct = [m["id"] for m in news.shown if m.get("to_agent") == agent]
-    services.deliveries_mark_delivered(agent_id=agent, message_ids=direct, through_id=news.shown[-1]["id"])
+    if news.fresh_start:
+        # Only what was shown is delivered; the cursor starts here (older messages were not shown:
+        # they stay queued, for the inbox and arc_lease_inbox), so later news starts after it.
+        through = max([news.newest_seen, *(m["id"] for m in news.shown)])
+        services.deliveries_mark_delivered(agent_id=agent, message_ids=direct)
+        services.feed_cursor_start(agent_id=agent, through_id=through)
+        return
+    if news.shown:
+        services.deliveries_mark_delivered(agent_id=agent, message_ids=direct, through_id=news.shown[-1]["id"])
 
 
 def _asks_reply_of(agent: str, message: dict[str, Any]) -> bool:
@@ -164,30 +176,30 @@ def _news_text(agent: str, news: News, *, heading: str) -> str:
             f"… and {news.more} more message{'s' if news.more != 1 else ''} after these: arc_poll_messages reads them."
         )
     if news.fresh_start:
-        lines.append("(Your first look at the hub: only its most recent messages are shown; arc_search finds older.)")
+        lines.append(
+            "(Your first look at the hub: what waits for you, then only its most recent messages; arc_search finds older.)"
+        )
     return "\n".join(lines)
 
 
 def _message_line(agent: str, message: dict[str, Any], nonce: str) -> str:
-    sender = str(message.get("from_agent"))
-    kind = str(message.get("kind") or "chat")
+    sender = plain(message.get("from_agent"))
+    kind = plain(message.get("kind") or "chat")
     if message.get("to_agent") == agent:
         where = "a task for you" if kind == "task_request" else "a direct message to you"
     else:
-        where = f"in #{message.get('channel')}" + (f" ({kind})" if kind != "chat" else "")
+        where = f"in #{plain(message.get('channel'))}" + (f" ({kind})" if kind != "chat" else "")
     head = f"#{message['id']} {where} from {sender}"
     if message.get("thread_id"):
-        head += f", thread {message['thread_id']}"
+        head += f", thread {plain(message['thread_id'])}"
     if message.get("expects_reply") == agent:
         head += ", expects your reply"
     elif message.get("expects_reply") == "anyone":
         head += ", expects a reply from anyone"
-    body = dict(message)
-    text = str(body.get("body") or "")
-    if len(text) > MAX_BODY_CHARS:
-        body["body"] = text[:MAX_BODY_CHARS] + f" … ({len(text) - MAX_BODY_CHARS} characters more: arc_thread)"
-    content = fence_content(body)
-    if sender == agent:
+    content = fence_content(message)
+    if len(content) > MAX_BODY_CHARS:
+        content = content[:MAX_BODY_CHARS] + f" … ({len(content) - MAX_BODY_CHARS} characters more: arc_thread)"
+    if message.get("from_agent") == agent:
         return f"{head}:\n{content}"
     return f"{head}:\n" + fenced(content, f"untrusted message {message['id']} from {sender}", nonce)
 
@@ -197,8 +209,8 @@ def _message_line(agent: str, message: dict[str, Any], nonce: str) -> str:
 
 def _session_start(who: Identity, agent: str, client: str, session: str, call: dict[str, Any]) -> dict[str, Any]:
     if selectors.session_live(agent) is None:
-        with contextlib.suppress(Conflict):  # its MCP server registered it at the same moment
-            services.session_create(agent_id=agent, metadata={"client": client}, replace=True)
+        with contextlib.suppress(Conflict):  # its MCP server registered it meanwhile: keep that session
+            services.session_create(agent_id=agent, metadata={"client": client})
         if call.get("repo") and call.get("repo_root"):  # (declared above only for a session that was live)
             services.session_workspace_declare(agent_id=agent, repo=call["repo"], worktree=call["repo_root"])
     held = selectors.agent_holdings(agent)
@@ -238,8 +250,8 @@ def _session_start(who: Identity, agent: str, client: str, session: str, call: d
     touched = _touched_text(agent, session)
     if touched:
         lines.append(touched)
-    news = _news_take(who, agent)
     text = "\n".join(lines)
+    news = _news_take(who, agent, budget=max(MAX_BODY_CHARS, MAX_CONTEXT_CHARS - len(text)))
     if news.shown:
         text += "\n\n" + _news_text(agent, news, heading="since you last read the hub")
     return _with_context("SessionStart", text)
@@ -273,18 +285,23 @@ def _stop(who: Identity, agent: str, session: str, *, stop_hook_active: bool) ->
 def _pre_tool_use(agent: str, session: str, call: dict[str, Any], *, strict: bool) -> dict[str, Any]:
     if call.get("tool_name") not in EDIT_TOOLS:
         return {}
-    tool_input = call.get("tool_input") or {}
-    path = str(tool_input.get("file_path") or tool_input.get("notebook_path") or "")
-    if not path:
-        return {}
-    name = services.lock_name(agent_id=agent, file_path=path)
-    if session:
-        services.turn_touched(agent_id=agent, client_session=session, name=name)
-    held = selectors.locks_held_by_others(_path_names(path, call) | {name}, agent_id=agent)
+    held: list[Lock] = []
+    for path in _edited_paths(call.get("tool_input") or {}):
+        name = services.lock_name(agent_id=agent, file_path=path)
+        if session:  # under its lock name, and as given (a lock may have been taken either way)
+            for touched in dict.fromkeys([name, path]):
+                services.turn_touched(agent_id=agent, client_session=session, name=touched)
+        held += [
+            h for h in selectors.locks_held_by_others(_path_names(path, call) | {name}, agent_id=agent) if h not in held
+        ]
     if not held:
         return {}
-    lock = held[0]
-    text = f"Arc hub: {_lock_line(lock)}. Ask {lock.agent_id} (arc_dm) before you change it, or work on something else."
+    holders = ", ".join(sorted({plain(h.agent_id) for h in held}))
+    text = (
+        "Arc hub: "
+        + "; ".join(_lock_line(h) for h in held)
+        + f". Ask {holders} (arc_dm) before you change {'them' if len(held) > 1 else 'it'}, or work on something else."
+    )
     if strict:
         return {
             "hookSpecificOutput": {
@@ -294,6 +311,23 @@ def _pre_tool_use(agent: str, session: str, call: dict[str, Any], *, strict: boo
             }
         }
     return {"systemMessage": text, "hookSpecificOutput": {"hookEventName": "PreToolUse", "additionalContext": text}}
+
+
+PATCH_FILE = re.compile(r"^\*\*\* (?:Update|Add|Delete) File: (.+?)\s*$", re.MULTILINE)
+
+
+def _edited_paths(tool_input: dict[str, Any]) -> list[str]:
+    """The files an edit tool's input names: Claude Code's ``file_path``/``notebook_path``, or the files of a
+    patch (Codex's ``apply_patch``: ``*** Update File: path`` lines, in whichever field carries the text)."""
+    named = tool_input.get("file_path") or tool_input.get("notebook_path")
+    if named:
+        return [str(named)]
+    paths: list[str] = []
+    for value in tool_input.values():
+        for text in value if isinstance(value, list) else [value]:
+            if isinstance(text, str):
+                paths += [p for p in PATCH_FILE.findall(text) if p not in paths]
+    return paths[:50]
 
 
 def _touched_text(agent: str, session: str) -> str:
@@ -308,7 +342,7 @@ def _touched_text(agent: str, session: str) -> str:
 
 
 def _lock_line(lock: Lock) -> str:
-    return f"{lock.file_path} is locked by {lock.agent_id} until {lock.expires_at:%H:%M:%S} UTC"
+    return f"{plain(lock.file_path, 300)} is locked by {plain(lock.agent_id)} until {lock.expires_at:%H:%M:%S} UTC"
 
 
 def _path_names(path: str, call: dict[str, Any]) -> set[str]:
@@ -324,11 +358,11 @@ def _path_names(path: str, call: dict[str, Any]) -> set[str]:
 
 
 def _listed(items: list[str]) -> str:
-    if len(items) <= MAX_LISTED:
-        return ", ".join(items)
-    return ", ".join(items[:MAX_LISTED]) + f" and {len(items) - MAX_LISTED} more"
+    """Names other agents chose (rooms, peers, claims, paths), each on no line of its own, capped."""
+    shown = [plain(item, 200) for item in items[:MAX_LISTED]]
+    return ", ".join(shown) + (f" and {len(items) - MAX_LISTED} more" if len(items) > MAX_LISTED else "")
 
 
 def _first_line(text: str, limit: int = 120) -> str:
     line = (text or "").strip().splitlines()[0] if (text or "").strip() else ""
-    return line if len(line) <= limit else line[: limit - 1] + "…"
+    return plain(line, limit)

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 from django.conf import settings
 
@@ -72,12 +72,15 @@ class Change:
         if self.after is None:
             self.path.unlink(missing_ok=True)
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        mode = self.path.stat().st_mode & 0o777 if self.path.exists() else 0o600
-        tmp = self.path.with_name(f".{self.path.name}.arc-{os.getpid()}.tmp")
-        tmp.write_text(self.after, encoding="utf-8")
-        tmp.chmod(mode)
-        tmp.replace(self.path)
+        target = self.path.resolve() if self.path.is_symlink() else self.path  # a linked file stays linked
+        target.parent.mkdir(parents=True, exist_ok=True)
+        mode = target.stat().st_mode & 0o777 if target.exists() else 0o600
+        tmp = target.with_name(f".{target.name}.arc-{os.getpid()}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)  # its mode from the start, not umask's
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(self.after)
+        os.chmod(tmp, mode)
+        tmp.replace(target)
 
 
 # ── commands the client runs ──────────────────────────────────────────────
@@ -305,8 +308,9 @@ def key_dir() -> Path:
 
 
 def key_path(agent: str, instance: str) -> Path:
-    safe = re.sub(r"[^A-Za-z0-9._-]", "_", agent)
-    return key_dir() / f"{safe}@{instance}.key"
+    """Where connect keeps ``agent``'s key for the hub at ``instance`` (host:port): one file per agent (the
+    name percent-encoded, so two agents never share one; ``instance`` may be ``*`` for a glob)."""
+    return key_dir() / f"{quote(agent, safe='')}@{instance}.key"
 
 
 def key_write(path: Path, secret: str) -> None:

@@ -26,6 +26,7 @@ from coordination.core.services.deliveries import (
     deliveries_settle,
     delivery_ack,
     delivery_nack,
+    feed_cursor_start,
     inbox_lease,
 )
 from coordination.core.services.duties import duty_hold, duty_holder, duty_release
@@ -128,6 +129,7 @@ __all__ = [
     "duty_hold",
     "duty_holder",
     "duty_release",
+    "feed_cursor_start",
     "hub_state",
     "inbox_lease",
     "key_authenticate",

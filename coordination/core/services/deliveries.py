@@ -86,6 +86,13 @@ def deliveries_mark_delivered_many(entries: Mapping[str, tuple[Iterable[int], in
     return len(moved)
 
 
+def feed_cursor_start(*, agent_id: str, through_id: int) -> None:
+    """Raise ``agent_id``'s feed cursor to ``through_id`` (creating it) without counting anything below it as
+    delivered: where a reader that saw only some of the past (a first look) says the agent's news begins."""
+    with transaction.atomic():
+        _feed_cursors_raise([agent_id], through_id, timezone.now())
+
+
 def _feed_cursors_raise(agents: list[str], through_id: int, now: datetime) -> None:
     """Raise these agents' feed cursors to ``through_id`` (never lower), creating the missing ones."""
     raised = FeedCursor.objects.filter(agent_id__in=agents, delivered_id__lt=through_id).update(

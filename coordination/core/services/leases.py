@@ -12,7 +12,7 @@ from django.utils import timezone
 from coordination.core import events, selectors
 from coordination.core.errors import Invalid, NotFound
 from coordination.core.models import Claim, Lock, Message
-from coordination.core.parsing import agent_name, required_text
+from coordination.core.parsing import agent_name, repository_name, required_text
 from coordination.core.services import messages, rooms, sessions, tasks
 
 MIN_TTL_SEC = 5  # the shortest lease (claims, locks, delivery leases)
@@ -71,7 +71,10 @@ def lock_name(*, agent_id: str, file_path: str) -> str:
     session = selectors.session_live(agent_id)
     workspace = session.metadata if session is not None and isinstance(session.metadata, dict) else {}
     repo, worktree = workspace.get("repo"), workspace.get("worktree")
-    if not isinstance(repo, str) or not repo or file_path.startswith(f"{repo}:"):
+    if not isinstance(repo, str) or not repo:
+        return file_path
+    repo = repository_name(repo)  # (declared at registration too, where it was not cleaned)
+    if file_path.startswith(f"{repo}:"):
         return file_path
     path = file_path
     if posixpath.isabs(path):

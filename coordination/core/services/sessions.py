@@ -16,10 +16,11 @@ from django.utils import timezone
 from coordination.core import db, events, selectors
 from coordination.core.errors import Conflict, Forbidden, NotFound
 from coordination.core.models import Session
-from coordination.core.parsing import agent_name
+from coordination.core.parsing import agent_name, repository_name
 from coordination.core.services import leases
 
 log = logging.getLogger("arc.services")
+WORKSPACE_KEYS = ("repo", "worktree")  # what an agent declares of where it works (session metadata)
 
 
 def session_create(
@@ -43,10 +44,15 @@ def session_create(
         # on PostgreSQL an advisory lock keyed by the agent id does (there may be no row to lock).
         db.serialize_on(f"session:{agent_id}")
         current = Session.objects.filter(agent_id=agent_id, active=True).first()
+        metadata = dict(metadata or {})
         if current is not None:
             if current.last_seen >= now - ttl and not replace:
                 raise Conflict("agent_id already has an active session")
             Session.objects.filter(pk=current.pk, active=True).update(active=False)
+            # The workspace it declared (repository, worktree) outlives a re-registration that does not
+            # say it again: its locks keep their names (``leases.lock_name``).
+            kept = current.metadata if isinstance(current.metadata, dict) else {}
+            metadata = {**{k: kept[k] for k in WORKSPACE_KEYS if k in kept}, **metadata}
         try:
             with transaction.atomic():
                 session = Session.objects.create(
@@ -54,7 +60,7 @@ def session_create(
                     agent_id=agent_id,
                     display_name=display_name or agent_id,
                     capabilities=list(capabilities),
-                    metadata=dict(metadata or {}),
+                    metadata=metadata,
                     created_at=now,
                     last_seen=now,
                     active=True,
@@ -92,6 +98,7 @@ def session_workspace_declare(*, agent_id: str, repo: str, worktree: str) -> Non
     """Record in ``agent_id``'s live session which repository it works in and where its working tree is
     (``metadata.repo``, ``metadata.worktree``): its file locks are then named from the repository's root
     (``leases.lock_name``). Nothing happens when it has no live session or already says so."""
+    repo = repository_name(repo)
     session = Session.objects.live(settings.ARC_PRESENCE_TTL_SEC).filter(agent_id=agent_id).first()
     if session is None:
         return

@@ -49,5 +49,6 @@ def turn_touched(*, agent_id: str, client_session: str, name: str) -> None:
     with transaction.atomic():
         state, _ = TurnState.objects.get_or_create(agent_id=agent_id, client_session=client_session)
         kept = [n for n in (state.touched or []) if n != name][-(TOUCHED_KEPT - 1) :]
-        touched = [*kept, name]
-        TurnState.objects.filter(pk=state.pk).update(touched=touched, updated_at=timezone.now())
+        now = timezone.now()
+        TurnState.objects.filter(pk=state.pk).update(touched=[*kept, name], updated_at=now)
+        TurnState.objects.filter(updated_at__lt=now - TURN_STATE_KEEP).delete()

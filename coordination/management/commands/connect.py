@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shlex
+import urllib.request
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -14,6 +15,16 @@ from coordination.management import clients
 from coordination.process.cli import add_location_arguments, default_url
 
 KEY_ENV = "ARC_AGENT_KEY"
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def _instance_at(url: str) -> str | None:
+    """The instance id the hub at ``url`` answers with (``X-Arc-Instance``), ``None`` if it cannot be asked."""
+    try:
+        with urllib.request.urlopen(f"{url}/healthz", timeout=5) as response:  # a hub's own URL
+            return response.headers.get("X-Arc-Instance")
+    except (OSError, ValueError):
+        return None
 
 
 def targets(client: str, project: Path | None) -> dict[str, Path]:
@@ -128,9 +139,7 @@ class Command(BaseCommand):
     def _key_file(self, agent: str, url: str, options: dict[str, Any]) -> Path | None:
         wanted = options["key"]
         host = urlsplit(url).hostname or ""
-        if wanted == "none" or (
-            wanted == "auto" and settings.ARC_AUTH != "required" and host in ("127.0.0.1", "localhost", "::1")
-        ):
+        if wanted == "none" or (wanted == "auto" and settings.ARC_AUTH != "required" and host in LOOPBACK):
             return None
         path = clients.key_path(agent, urlsplit(url).netloc)
         if path.exists() and wanted == "auto":
@@ -138,10 +147,16 @@ class Command(BaseCommand):
         if options["dry_run"]:
             self.stdout.write(f"(would mint a key for {agent} into {path})")
             return path
-        from coordination.core import services
+        from coordination.core import hub, services
         from coordination.process.storage import storage_ready
 
         storage_ready()
+        if host not in LOOPBACK and _instance_at(url) != hub.instance_id():
+            raise CommandError(
+                f"the hub at {url} is not the one whose storage this command opens, so a key minted here would not "
+                f"work there: mint one on that hub's machine (manage.py invite {agent} --key-only), put it in {path} "
+                "(chmod 600), and run connect again"
+            )
         key, secret = services.key_mint(agent_id=agent, label=f"connect {options['client']}", created_by="connect")
         clients.key_write(path, secret)
         self.stdout.write(f"minted key {key.prefix} for {agent} into {path} (readable by you only)")

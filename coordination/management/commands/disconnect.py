@@ -58,10 +58,13 @@ class Command(BaseCommand):
         for path in found:
             try:
                 key = services.key_find(reference=Path(path).read_text(encoding="utf-8").strip())
-                services.key_revoke(key_id=key.prefix)
-                self.stdout.write(f"revoked key {key.prefix} of {key.agent_id}")
             except ArcError as exc:
                 self.stdout.write(f"{path}: {exc.message} (not revoked here: it may be another hub's)")
                 continue
+            if key.agent_id != agent:
+                self.stdout.write(f"{path} holds a key of {key.agent_id}, not {agent}: left alone")
+                continue
+            services.key_revoke(key_id=key.prefix)
+            self.stdout.write(f"revoked key {key.prefix} of {key.agent_id}")
             path.unlink()
             self.stdout.write(f"removed {path}")

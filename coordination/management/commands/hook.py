@@ -15,6 +15,7 @@ from urllib.parse import urlencode
 
 from django.core.management.base import BaseCommand, CommandParser
 
+from coordination.core.parsing import repository_name
 from coordination.process.cli import add_location_arguments, default_url
 
 KEY_ENV = "ARC_AGENT_KEY"
@@ -98,7 +99,7 @@ def _repository(cwd: str) -> dict[str, str]:
         return {}
     root, common = out
     origin = _git(cwd, "config", "--get", "remote.origin.url").strip()
-    return {"repo_root": root, "repo": origin or os.path.normpath(os.path.join(cwd, common))}
+    return {"repo_root": root, "repo": repository_name(origin) or os.path.normpath(os.path.join(cwd, common))}
 
 
 def _git(cwd: str, *args: str) -> str:
