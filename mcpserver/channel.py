@@ -33,6 +33,7 @@ from mcp.server.session import ServerSession
 from pydantic import BaseModel
 
 from coordination.core.fencing import plain
+from coordination.core.turns import asks_reply_of
 from mcpserver.remote import ClientBackend
 
 log = logging.getLogger("arc.mcp.channel")
@@ -53,10 +54,6 @@ def client_supports(capabilities: Any) -> bool:
         isinstance(capabilities.get(key), dict) and CAPABILITY in capabilities[key]
         for key in ("experimental", "extensions")
     )
-
-
-def for_agent(agent: str, message: dict[str, Any]) -> bool:
-    return message.get("to_agent") == agent or message.get("expects_reply") == agent
 
 
 def wake_of(agent: str, message: dict[str, Any]) -> dict[str, Any]:
@@ -94,7 +91,7 @@ class Waker:
         rows = await self.backend.watch(timeout=WATCH_SEC)
         if self.pending is not None and await self.backend.delivered(self.pending):
             self.pending = None
-        wanted = [m for m in rows if for_agent(self.backend.agent_id, m)]
+        wanted = [m for m in rows if asks_reply_of(self.backend.agent_id, m)]  # the hooks' Stop rule
         if not wanted or self.pending is not None:
             return
         latest = wanted[-1]

@@ -19,7 +19,8 @@ from mcp import Client, StdioServerParameters
 from mcp.client.extension import ClientExtension, NotificationBinding
 from pydantic import BaseModel
 
-from mcpserver.channel import CAPABILITY, METHOD, client_supports, for_agent
+from coordination.core.turns import asks_reply_of as for_agent
+from mcpserver.channel import CAPABILITY, METHOD, client_supports
 from tests.hubproc import ROOT, Hub, running_hub
 
 pytestmark = pytest.mark.live

@@ -115,7 +115,8 @@ def _news_peek(who: Identity, agent: str, budget: int = MAX_CONTEXT_CHARS) -> Ne
     )
     if fresh:
         waiting = selectors.inbox_waiting(agent_id=agent, limit=MAX_SHOWN)
-        rest = [m for m in found if m.id not in {w.id for w in waiting}]
+        waiting_ids = {w.id for w in waiting}
+        rest = [m for m in found if m.id not in waiting_ids]
         found = sorted(waiting + rest[len(rest) - max(0, MAX_SHOWN - len(waiting)) :], key=lambda m: m.id)
     rows = [m.as_wire() for m in found]
     shown: list[dict[str, Any]] = []
@@ -154,7 +155,7 @@ def _record(agent: str, news: News) -> None:
         services.deliveries_mark_delivered(agent_id=agent, message_ids=direct, through_id=news.shown[-1]["id"])
 
 
-def _asks_reply_of(agent: str, message: dict[str, Any]) -> bool:
+def asks_reply_of(agent: str, message: dict[str, Any]) -> bool:
     """Does ``message`` wait for ``agent`` to answer: a direct message or task for it, or one naming it?"""
     return message.get("to_agent") == agent or message.get("expects_reply") == agent
 
@@ -259,7 +260,7 @@ def _session_start(who: Identity, agent: str, client: str, session: str, call: d
 
 def _stop(who: Identity, agent: str, session: str, *, stop_hook_active: bool) -> dict[str, Any]:
     news = _news_peek(who, agent)
-    waiting = [m for m in news.shown if _asks_reply_of(agent, m)]
+    waiting = [m for m in news.shown if asks_reply_of(agent, m)]
     if not waiting or (
         session and selectors.turn_stop_blocks(agent_id=agent, client_session=session) >= MAX_STOP_BLOCKS
     ):

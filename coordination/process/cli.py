@@ -7,7 +7,9 @@ command read the effective values from ``settings``.
 
 from __future__ import annotations
 
+import os
 from argparse import ArgumentParser
+from pathlib import Path
 
 from django.conf import settings
 
@@ -32,3 +34,12 @@ def add_location_arguments(parser: ArgumentParser) -> None:
 def default_url() -> str:
     url, _ = discovery.running_hub(settings.ARC_HOST, settings.ARC_PORT)
     return url or discovery.base_url(settings.ARC_HOST, settings.ARC_PORT)
+
+
+KEY_ENV = "ARC_AGENT_KEY"  # where a client command finds its agent key when no file names it
+
+
+def agent_key(key_file: str | None) -> str | None:
+    """A client command's agent key: the file's content (``--key-file``, ``OSError`` if unreadable), else ``$ARC_AGENT_KEY``."""
+    key = Path(key_file).read_text(encoding="utf-8") if key_file else os.environ.get(KEY_ENV, "")
+    return key.strip() or None

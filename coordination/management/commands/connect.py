@@ -12,9 +12,8 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from coordination.management import clients
-from coordination.process.cli import add_location_arguments, default_url
+from coordination.process.cli import KEY_ENV, add_location_arguments, default_url
 
-KEY_ENV = "ARC_AGENT_KEY"
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 

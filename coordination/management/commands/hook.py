@@ -9,16 +9,14 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
 from django.core.management.base import BaseCommand, CommandParser
 
 from coordination.core.parsing import repository_name
-from coordination.process.cli import add_location_arguments, default_url
+from coordination.process.cli import KEY_ENV, add_location_arguments, agent_key, default_url
 
-KEY_ENV = "ARC_AGENT_KEY"
 MAX_INPUT_BYTES = 1_000_000
 CLIENTS = ("claude-code", "codex")
 
@@ -71,7 +69,7 @@ class Command(BaseCommand):
         request = urllib.request.Request(
             f"{url}/v1/hooks/{options['client']}?{urlencode(query)}",
             data=json.dumps(payload).encode(),
-            headers={"Content-Type": "application/json", **_authorization(options["key_file"])},
+            headers={"Content-Type": "application/json", **_authorization(agent_key(options["key_file"]))},
             method="POST",
         )
         left = max(0.5, options["timeout"] - (time.monotonic() - started))
@@ -86,8 +84,7 @@ class Command(BaseCommand):
         return json.dumps(answer, ensure_ascii=False) if answer else ""
 
 
-def _authorization(key_file: str | None) -> dict[str, str]:
-    key = Path(key_file).read_text(encoding="utf-8").strip() if key_file else os.environ.get(KEY_ENV, "").strip()
+def _authorization(key: str | None) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"} if key else {}
 
 

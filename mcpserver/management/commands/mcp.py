@@ -14,28 +14,17 @@ from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
 
 from coordination.core.errors import ArcError
-from coordination.process.cli import add_location_arguments, default_url
+from coordination.process.cli import KEY_ENV, add_location_arguments, agent_key, default_url
 from mcpserver.backend import Backend
 from mcpserver.channel import ChannelMiddleware
 from mcpserver.local import LocalBackend, identity_for
 from mcpserver.remote import ClientBackend
 from mcpserver.tools import CORE_TOOLS, build_server
 
-KEY_ENV = "ARC_AGENT_KEY"
-
 
 def _state_home() -> Path:
     """Where a client keeps its own state (not the hub's): the XDG state directory of the user."""
     return Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state")
-
-
-def _key_from_file(path: str | None) -> str | None:
-    if not path:
-        return None
-    try:
-        return Path(path).read_text(encoding="utf-8").strip() or None
-    except OSError as exc:
-        raise CommandError(f"cannot read --key-file {path}: {exc.strerror}") from None
 
 
 class Command(BaseCommand):
@@ -86,7 +75,10 @@ class Command(BaseCommand):
         agent = str(options["agent"]).strip()
         if not agent:
             raise CommandError("--agent must name an agent")
-        key = options["key"] or _key_from_file(options["key_file"]) or os.environ.get(KEY_ENV) or None
+        try:
+            key = options["key"] or agent_key(options["key_file"])
+        except OSError as exc:
+            raise CommandError(f"cannot read --key-file {options['key_file']}: {exc.strerror}") from None
         capabilities = [c.strip() for c in str(options["capabilities"]).split(",") if c.strip()]
         backend: ClientBackend | LocalBackend
         if options["local"]:
