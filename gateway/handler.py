@@ -47,14 +47,16 @@ from coordination.core import operations as ops
 from coordination.core.access import Identity
 from coordination.core.errors import ArcError, Conflict, NotFound
 from coordination.core.feeds import FeedFilter, MessageFeed
-from gateway.tasks import FINAL, a2a_task, text_of
+from gateway.tasks import a2a_task, text_of
 
 IDENTITY = "arc.identity"  # where the edge leaves the caller's identity in the call context's state
+PATH_TENANT = "arc.tenant"  # the agent a per-agent endpoint's path names (``/a2a/agents/<name>``; 0.3 has no tenant)
 ANONYMOUS_REQUESTER = "a2a-client"  # who asks, for a loopback client without a key (it names no agent)
 MAX_BLOCKING_SEC = 300.0  # the hub's longest wait (as /v1/ask and arc_delegate)
 LIST_LIMIT = 100
 SAFETY_SEC = 60.0  # a stream reads its task at least this often, should an event be lost
 FINAL_STATES = frozenset({TaskState.TASK_STATE_COMPLETED, TaskState.TASK_STATE_FAILED, TaskState.TASK_STATE_CANCELED})
+SETTLED = FINAL_STATES | {TaskState.TASK_STATE_INPUT_REQUIRED}  # where a blocking send answers
 
 
 class HubRequestHandler(RequestHandler):
@@ -63,14 +65,14 @@ class HubRequestHandler(RequestHandler):
     async def on_message_send(self, params: SendMessageRequest, context: ServerCallContext) -> Task | Message:
         who, task_id = await _delegate(params, context)
         if not params.configuration.return_immediately:
-            await _finished(who, task_id, MAX_BLOCKING_SEC)
+            await _settled(who, task_id, MAX_BLOCKING_SEC)
         return await _task(who, task_id)
 
     async def on_get_task(self, params: GetTaskRequest, context: ServerCallContext) -> Task | None:
         return await _task(_caller(context), _task_id(params.id))
 
     async def on_list_tasks(self, params: ListTasksRequest, context: ServerCallContext) -> ListTasksResponse:
-        who, agent = _caller(context), _tenant(params.tenant or context.tenant)
+        who, agent = _caller(context), _tenant(params.tenant or _tenant_of(context))
         size = min(max(params.page_size, 1) if params.page_size else LIST_LIMIT, LIST_LIMIT)
         rows = await _db(ops.tasks_given, who, assignee=agent, limit=size)
         tasks = [await _task(who, t.task_id) for t in rows]
@@ -138,6 +140,10 @@ def _caller(context: ServerCallContext) -> Identity:
     return who
 
 
+def _tenant_of(context: ServerCallContext) -> str:
+    return context.tenant or str(context.state.get(PATH_TENANT) or "")
+
+
 def _tenant(tenant: str) -> str:
     agent = (tenant or "").strip()
     if not agent:
@@ -169,17 +175,23 @@ async def _op(call: Any, who: Identity, raw: dict[str, Any], *, key: str | None)
 
 
 async def _delegate(params: SendMessageRequest, context: ServerCallContext) -> tuple[Identity, int]:
-    """The message as a ``task_request`` for the tenant agent (``operations.task_delegate``); its task's id."""
-    who, agent = _caller(context), _tenant(params.tenant or context.tenant)
-    message = params.message
-    if message.task_id:
-        raise UnsupportedOperationError(message="continuing a task with a further message is not supported yet")
+    """The message as a ``task_request`` for the tenant agent (``operations.task_delegate``), or, naming a task,
+    as the requester's further message on it (``operations.task_continue``); the task's id."""
+    who, message = _caller(context), params.message
     try:
         body = text_of(message)
     except ValueError as exc:
         raise InvalidParamsError(message=str(exc)) from None
+    requester = who.agent_id or ANONYMOUS_REQUESTER
+    if message.task_id:
+        task_id = _task_id(message.task_id)
+        await _db(
+            ops.task_continue, who, task_id, {"from_agent": requester, "body": body}, key=message.message_id or None
+        )
+        return who, task_id
+    agent = _tenant(params.tenant or _tenant_of(context))
     raw: dict[str, Any] = {
-        "from_agent": who.agent_id or ANONYMOUS_REQUESTER,
+        "from_agent": requester,
         "to_agent": agent,
         "body": body,
         "thread_id": message.context_id or None,
@@ -190,12 +202,13 @@ async def _delegate(params: SendMessageRequest, context: ServerCallContext) -> t
 
 async def _follow(who: Identity, task_id: int) -> AsyncGenerator[Any]:
     """The task as it is, then each change of its state (its artifact first when it is done), woken by its
-    events; the stream ends when the task is finished (or the hub drains: the client subscribes again)."""
+    events; the stream ends when the task is finished or asks for input (or the hub drains: the client subscribes
+    again)."""
     async with MessageFeed(_requester_feed(who), cursor=task_id, limit=100, event_types=frozenset({"task"})) as feed:
         task = await _task(who, task_id)
         yield task
         state = task.status.state
-        while state not in FINAL_STATES and not feed.draining:
+        while state not in SETTLED and not feed.draining:
             await feed.next(SAFETY_SEC)  # woken by a task event; once a minute it reads the task anyway
             task = await _task(who, task_id)
             if task.status.state == state:
@@ -213,19 +226,19 @@ def _requester_feed(who: Identity) -> FeedFilter:
 
 
 async def _task(who: Identity, task_id: int) -> Task:
-    task, request, answer = await _db(ops.task_exchange, who, task_id)
-    return a2a_task(task, request, answer, context_id=task.thread_id or f"task-{task.task_id}")
+    seen = await _db(ops.task_exchange, who, task_id)
+    return a2a_task(seen, context_id=seen.task.thread_id or f"task-{task_id}")
 
 
-async def _finished(who: Identity, task_id: int, timeout: float) -> None:
-    """Wait until the task is finished (or ``timeout`` passes), woken by its events, never polling."""
+async def _settled(who: Identity, task_id: int, timeout: float) -> None:
+    """Wait until the task is finished or asks for input (or ``timeout`` passes), woken by its events and the
+    requester's messages, never polling."""
     deadline = time.monotonic() + timeout
     async with MessageFeed(_requester_feed(who), cursor=task_id, limit=100, event_types=frozenset({"task"})) as feed:
         while True:
-            task, _, _ = await _db(ops.task_exchange, who, task_id)
-            if task.status in FINAL:
+            if (await _task(who, task_id)).status.state in SETTLED:
                 return
             left = deadline - time.monotonic()
             if left <= 0 or feed.draining:
                 return
-            await feed.next(left)  # a task event (or the time running out): read the task again
+            await feed.next(left)  # a task event, a message to the requester (or the time running out): look again

@@ -64,12 +64,14 @@ def _starlette_app() -> Any:
     from starlette.routing import Mount, Route
 
     from gateway import cards
-    from gateway.handler import IDENTITY, HubRequestHandler
+    from gateway.handler import IDENTITY, PATH_TENANT, HubRequestHandler
 
     class Builder(DefaultServerCallContextBuilder):
         def build(self, request: Request) -> Any:
             context = super().build(request)
             context.state[IDENTITY] = request.scope[SCOPE_KEY]
+            if "agent" in request.path_params:
+                context.state[PATH_TENANT] = str(request.path_params["agent"])
             return context
 
     def endpoint_url(request: Request) -> str:
@@ -95,10 +97,15 @@ def _starlette_app() -> Any:
     routes = [
         Route(WELL_KNOWN, hub_card, methods=["GET"]),
         Route(PATH + "/agents/{agent}" + WELL_KNOWN, agent_card, methods=["GET"]),
-        *create_jsonrpc_routes(handler, rpc_url=PATH, context_builder=Builder()),
+        # The 0.3 method names too (the SDK's compatibility mode): a 0.3 client, which has no tenant, sends to
+        # an agent's own endpoint, /a2a/agents/<name>.
+        *create_jsonrpc_routes(handler, rpc_url=PATH, context_builder=Builder(), enable_v0_3_compat=True),
+        *create_jsonrpc_routes(
+            handler, rpc_url=PATH + "/agents/{agent}", context_builder=Builder(), enable_v0_3_compat=True
+        ),
         # The SDK's REST routes, mounted (not prefixed): a tenant's are then at /a2a/rest/<tenant>/..., as its
         # client builds them from an interface's url and tenant.
-        Mount(PATH + "/rest", routes=create_rest_routes(handler, context_builder=Builder())),
+        Mount(PATH + "/rest", routes=create_rest_routes(handler, context_builder=Builder(), enable_v0_3_compat=True)),
     ]
     return Starlette(routes=routes)
 

@@ -12,8 +12,9 @@ the hub's task is the A2A task, under its id. Its state:
 | done | completed (the ``task_result``'s body is the artifact) |
 | failed, timeout | failed (the reason is the status message) |
 | failed by a cancellation (``services.task_cancel``) | canceled |
+| unfinished, the assignee's newest message in reply expects a reply | input-required |
 
-The answer's text parts are the artifact's; the request is the task's history.
+The answer's text parts are the artifact's; the request and the messages in reply to it are the task's history.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from a2a.types import Artifact, Message, Part, Role, Task, TaskState, TaskStatus
 
 from coordination.core.models import Message as HubMessage
 from coordination.core.models import Task as HubTask
+from coordination.core.selectors import TaskExchange
 from coordination.core.services import CANCELED
 
 STATES = {
@@ -45,32 +47,52 @@ def text_of(message: Message) -> str:
     return "\n".join(texts)
 
 
-def a2a_task(task: HubTask, request: HubMessage | None, answer: HubMessage | None, *, context_id: str) -> Task:
-    """The hub's task as A2A shows it: its state, the request as history, the answer as an artifact."""
+def asks_input(exchange: TaskExchange) -> HubMessage | None:
+    """The assignee's question the task waits on: the newest message of its conversation, when the assignee
+    sent it expecting a reply and the task is unfinished (A2A: input-required)."""
+    task = exchange.task
+    if task.status not in HubTask.UNFINISHED or not exchange.talk:
+        return None
+    last = exchange.talk[-1]
+    return last if last.from_agent == task.assignee and last.expects_reply != "none" else None
+
+
+def a2a_task(exchange: TaskExchange, *, context_id: str) -> Task:
+    """The hub's task as A2A shows it: its state, the request and conversation as history, the answer as an artifact."""
+    task, answer = exchange.task, exchange.answer
     state = STATES[HubTask.Status(task.status)]
     if task.status == HubTask.Status.FAILED and (task.failure_reason or "").startswith(CANCELED):
         state = TaskState.TASK_STATE_CANCELED
+    question = asks_input(exchange)
+    if question is not None:
+        state = TaskState.TASK_STATE_INPUT_REQUIRED
     status = TaskStatus(state=state)
-    stamp = task.completed_at or task.started_at or task.created_at
+    stamp = question.ts if question is not None else task.completed_at or task.started_at or task.created_at
     if stamp is not None:
         status.timestamp.FromDatetime(stamp)
+    if question is not None:
+        status.message.CopyFrom(_message(question, task, context_id))
     if task.status in (HubTask.Status.FAILED, HubTask.Status.TIMEOUT):
         reason = task.failure_reason or ("timed out" if task.status == HubTask.Status.TIMEOUT else "failed")
         status.message.CopyFrom(_agent_message(reason, task, context_id))
     out = Task(id=str(task.task_id), context_id=context_id, status=status)
-    if request is not None:
-        out.history.append(
-            Message(
-                message_id=f"hub-{request.id}",
-                context_id=context_id,
-                task_id=str(task.task_id),
-                role=Role.ROLE_USER,
-                parts=[Part(text=request.body)],
-            )
-        )
+    for message in [exchange.request, *exchange.talk]:
+        if message is not None:
+            out.history.append(_message(message, task, context_id))
     if answer is not None and task.status == HubTask.Status.DONE:
         out.artifacts.append(Artifact(artifact_id=f"result-{answer.id}", name="result", parts=[Part(text=answer.body)]))
     return out
+
+
+def _message(message: HubMessage, task: HubTask, context_id: str) -> Message:
+    """One of the task's messages: the requester's are the user's, the others the agent's."""
+    return Message(
+        message_id=f"hub-{message.id}",
+        context_id=context_id,
+        task_id=str(task.task_id),
+        role=Role.ROLE_USER if message.from_agent == task.requester else Role.ROLE_AGENT,
+        parts=[Part(text=message.body)],
+    )
 
 
 def _agent_message(text: str, task: HubTask, context_id: str) -> Message:

@@ -313,6 +313,82 @@ def test_cancel_fails_the_task_as_canceled_and_tells_the_assignee(hub: Hub) -> N
         anyio.run(lambda: send(url, CancelTaskRequest(id=task.id), method="cancel_task"))
 
 
+def converse(hub: Hub, agent: str, question: str) -> threading.Thread:
+    """``agent`` takes the next task_request, asks its requester ``question`` (a direct message in reply to the
+    task, expecting a reply), and answers the task with what the requester said back."""
+    _, boot = hub.call("GET", f"/v1/bootstrap?agent_id={agent}")
+
+    def work() -> None:
+        since, task = int(boot["result"]["latest_visible_id"]), None
+        while True:
+            _, got = hub.call("GET", f"/v1/events?agent_id={agent}&since_id={since}&timeout=30", timeout=WAIT_SEC)
+            for message in got["result"]:
+                since = max(since, message["id"])
+                if message["kind"] == "task_request" and task is None:
+                    task = message
+                    ask = {"from_agent": agent, "to_agent": message["from_agent"], "reply_to": message["id"]}
+                    hub.call("POST", "/v1/messages", {**ask, "body": question, "expects_reply": "anyone"})
+                elif task is not None and message.get("reply_to") == task["id"] and message["kind"] == "chat":
+                    answer = {"from_agent": agent, "body": f"done, on {message['body']}"}
+                    hub.call("POST", f"/v1/tasks/{task['id']}/result", answer)
+                    return
+
+    thread = threading.Thread(target=work, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_a_question_from_the_agent_is_input_required_and_the_next_message_continues_the_task(hub: Hub) -> None:
+    url = hub.url + "/a2a/agents/wren"
+    worker = converse(hub, "wren", "Which environment?")
+    asked: Task = anyio.run(send, url, SendMessageRequest(message=text_message("Deploy the release")))
+    assert asked.status.state == TaskState.TASK_STATE_INPUT_REQUIRED
+    assert asked.status.message.parts[0].text == "Which environment?"
+    follow_up = text_message("staging", task_id=asked.id, context_id=asked.context_id)
+    done: Task = anyio.run(send, url, SendMessageRequest(message=follow_up))
+    worker.join(WAIT_SEC)
+    assert done.id == asked.id
+    assert done.status.state == TaskState.TASK_STATE_COMPLETED
+    assert [p.text for a in done.artifacts for p in a.parts] == ["done, on staging"]
+    assert [(m.role, m.parts[0].text) for m in done.history] == [
+        (Role.ROLE_USER, "Deploy the release"),
+        (Role.ROLE_AGENT, "Which environment?"),
+        (Role.ROLE_USER, "staging"),
+    ]
+    # a finished task takes no further message; another agent's task is not the caller's to continue
+    with pytest.raises(Exception, match="finished task"):
+        anyio.run(send, url, SendMessageRequest(message=text_message("again", task_id=done.id)))
+    key = mint_key(hub, "mallory")
+    with pytest.raises(Exception, match="requester"):
+        anyio.run(lambda: send(url, SendMessageRequest(message=text_message("mine?", task_id=asked.id)), key=key))
+
+
+def test_a_0_3_client_is_answered_by_the_sdks_compatibility_mode_at_the_agents_endpoint(hub: Hub) -> None:
+    def call03(method: str, params: dict[str, Any]) -> Any:
+        data = json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}).encode()
+        request = urllib.request.Request(  # no A2A-Version header: a 0.3 client
+            hub.url + "/a2a/agents/wren", data=data, headers={"Content-Type": "application/json"}, method="POST"
+        )
+        with urllib.request.urlopen(request, timeout=WAIT_SEC) as response:
+            return json.loads(response.read())
+
+    message = {
+        "kind": "message",
+        "role": "user",
+        "messageId": uuid.uuid4().hex,
+        "parts": [{"kind": "text", "text": "old"}],
+    }
+    sent = call03("message/send", {"message": message, "configuration": {"blocking": False}})
+    assert sent["result"]["kind"] == "task"
+    assert sent["result"]["status"]["state"] == "submitted"
+    task_id = sent["result"]["id"]
+    assert hub_task(hub, task_id)["assignee"] == "wren"
+    hub.call("POST", f"/v1/tasks/{task_id}/result", {"from_agent": "wren", "body": "answered for 0.3"})
+    got = call03("tasks/get", {"id": task_id})
+    assert got["result"]["status"]["state"] == "completed"
+    assert got["result"]["artifacts"][0]["parts"][0]["text"] == "answered for 0.3"
+
+
 def test_what_is_not_served_yet_is_refused_with_the_protocols_error(hub: Hub) -> None:
     config = {"taskId": "1", "pushNotificationConfig": {"url": "https://example.com/hook"}}
     status, body = raw(

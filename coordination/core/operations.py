@@ -24,8 +24,8 @@ from typing import Any, TypeVar, cast
 from coordination.core import hub, idempotency, search, selectors, services, turns
 from coordination.core import inputs as shapes
 from coordination.core.access import Identity
-from coordination.core.errors import Invalid
-from coordination.core.models import Message
+from coordination.core.errors import Conflict, Forbidden, Invalid
+from coordination.core.models import Message, Task
 from coordination.core.parsing import require_id
 
 
@@ -337,15 +337,40 @@ def task_get(who: Identity, task_id: int) -> Answer:
     return Answer(task)
 
 
-def task_exchange(who: Identity, task_id: int) -> tuple[Any, Any, Any]:
-    """A task with its request and its answer (``selectors.task_exchange``), if ``who`` may see it; each message
-    only if ``who`` may read it (``None`` otherwise)."""
-    task, request, answer = selectors.task_exchange(require_id(task_id, "task_id"))
-    who.require_task(task.as_wire())
-    # The task's state is the task's; its request and answer are messages, each read by the message rule
+def task_exchange(who: Identity, task_id: int) -> selectors.TaskExchange:
+    """A task with its request, its conversation and its answer (``selectors.task_exchange``), if ``who`` may
+    see it; of its messages only those ``who`` may read (the request and answer ``None`` otherwise)."""
+    seen = selectors.task_exchange(require_id(task_id, "task_id"))
+    who.require_task(seen.task.as_wire())
+
+    # The task's state is the task's; its messages are messages, each read by the message rule
     # (a direct message only by its parties), as REST reads them.
-    visible = [m if m is not None and who.may_read(m.as_wire()) else None for m in (request, answer)]
-    return task, visible[0], visible[1]
+    def readable(m: Any) -> bool:
+        return m is not None and who.may_read(m.as_wire())
+
+    return selectors.TaskExchange(
+        seen.task,
+        seen.request if readable(seen.request) else None,
+        [m for m in seen.talk if readable(m)],
+        seen.answer if readable(seen.answer) else None,
+    )
+
+
+@keyable
+def task_continue(who: Identity, task_id: int, raw: dict[str, Any], *, key: str | None = None) -> Answer:
+    """The requester's further message on its unfinished task (A2A: a message naming the task, after the
+    assignee asked): a direct message to the assignee in reply to the task's request, in its thread."""
+    task = selectors.task_get(require_id(task_id, "task_id"))
+    who.require_task(task.as_wire())
+    data = who.bind(dict(raw), "from_agent")
+    if not who.admin and data.get("from_agent") != task.requester:
+        raise Forbidden(f"only task {task_id}'s requester ({task.requester}) may continue it")
+    if task.status not in Task.UNFINISHED:
+        raise Conflict(f"task {task_id} is {task.status}: a finished task takes no further message")
+    if not task.assignee:
+        raise Conflict(f"task {task_id} has no assignee to tell")
+    post = {**data, "to_agent": task.assignee, "reply_to": task.task_id, "thread_id": task.thread_id}
+    return message_post(who, {k: v for k, v in post.items() if v is not None})  # (this operation keeps the key)
 
 
 def tasks_given(who: Identity, *, assignee: str, limit: int) -> list[Any]:

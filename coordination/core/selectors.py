@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
@@ -315,14 +316,29 @@ def turn_stop_blocks(*, agent_id: str, client_session: str) -> int:
     return int(row[0][0]) if row else 0
 
 
-def task_exchange(task_id: int) -> tuple[Task, Message | None, Message | None]:
-    """A task, the message that asked for it, and the ``task_result`` that answered it (once it is finished)."""
+TALK_SHOWN = 50  # the newest messages of a task's conversation that a reader of the task is shown
+
+
+@dataclass(frozen=True)
+class TaskExchange:
+    """A task, the message that asked for it, its conversation (the messages in reply to the request
+    other than its answer, oldest first, the newest ``TALK_SHOWN``) and the ``task_result`` that answered it."""
+
+    task: Task
+    request: Message | None
+    talk: list[Message]
+    answer: Message | None
+
+
+def task_exchange(task_id: int) -> TaskExchange:
     task = task_get(task_id)
     request = Message.objects.filter(pk=task_id).first()
+    replies = Message.objects.filter(reply_to=task_id)
+    talk = list(replies.exclude(kind=Message.Kind.TASK_RESULT).order_by("-id")[:TALK_SHOWN])[::-1]
     answer = None
     if task.status not in Task.UNFINISHED:
-        answer = Message.objects.filter(reply_to=task_id, kind=Message.Kind.TASK_RESULT).order_by("id").first()
-    return task, request, answer
+        answer = replies.filter(kind=Message.Kind.TASK_RESULT).order_by("id").first()
+    return TaskExchange(task, request, talk, answer)
 
 
 def tasks_of(*, requester: str | None, assignee: str | None, limit: int) -> list[Task]:
