@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from typing import Any
 
 from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
@@ -54,11 +55,32 @@ def _database() -> str:
     return "ok"
 
 
+_probe: tuple[Any, Any] | None = None  # (the event loop, the layer instance the probe uses on it)
+
+
+def _probe_layer() -> Any:
+    """A layer instance of the probe's own (one per process and loop), so that another receiver in this
+    process (the event dispatcher, waiting on Redis) cannot hold the probe's answer back: channels_redis
+    serves one instance's receivers through one blocking pop, which a new channel's first message can
+    wait a whole pop timeout (5 s) for."""
+    import asyncio
+
+    from channels.layers import DEFAULT_CHANNEL_LAYER, channel_layers
+
+    global _probe
+    loop = asyncio.get_running_loop()
+    if _probe is None or _probe[0] is not loop:
+        if get_channel_layer() is None:
+            return None
+        _probe = (loop, channel_layers.make_backend(DEFAULT_CHANNEL_LAYER))
+    return _probe[1]
+
+
 async def _channel_layer() -> str:
     """A message to a fresh channel of our own and back: the layer carries events."""
     import asyncio
 
-    layer = get_channel_layer()
+    layer = _probe_layer()
     if layer is None:
         return "unavailable (none configured)"
     try:

@@ -183,9 +183,12 @@ def build(request: HttpRequest) -> dict[str, Any]:
             # or ?agent=NAME from loopback without a key.
             "mcp": "/mcp",
             # A2A (docs/a2a.md): the hub's Agent Card, each agent's at /a2a/agents/<name>/.well-known/agent-card.json,
-            # and the JSON-RPC and HTTP+JSON bindings (an agent is the request's tenant).
+            # and the JSON-RPC and HTTP+JSON bindings (an agent is the request's tenant; a 0.3 client, which has
+            # none, names it by the path: /a2a/agents/<name>). A2A agents elsewhere are registered with
+            # `manage.py a2a add` and listed here as agents like any other.
             "a2a_card": "/.well-known/agent-card.json",
             "a2a": "/a2a",
+            "a2a_agent": "/a2a/agents/{agent}",
             "a2a_rest": "/a2a/rest",
             # Coding agents' turn-boundary hooks (docs/agents.md).
             "hooks": "/v1/hooks/{client}",

@@ -13,6 +13,7 @@ PostgreSQL and ``ARC_REDIS_URL`` to the Redis channel layer.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import os
 import secrets
 import stat
@@ -134,6 +135,25 @@ if ARC_WS_IDLE_SEC <= ARC_WS_PING_SEC:
 # Arc's clients default to ./.arc-relay; so do we, so `ArcClient.over_relay(agent)` works unchanged.
 ARC_SPOOL_DIR = Path(envstr("ARC_SPOOL_DIR", str(Path.cwd() / ".arc-relay"))).expanduser().absolute()
 
+# A2A agents elsewhere (docs/a2a.md, outbound): the networks their URLs may lead to besides the public
+# internet (loopback, private and link-local targets are refused unless listed here: CIDRs, comma-separated),
+# how long a task sent there may take when it names no deadline, how often a failed send is tried, and how
+# often their cards are fetched again.
+try:
+    ARC_A2A_ALLOW_NETWORKS = [
+        str(ipaddress.ip_network(item.strip(), strict=False))
+        for item in envstr("ARC_A2A_ALLOW_NETWORKS", "").split(",")
+        if item.strip()
+    ]
+except ValueError as exc:
+    raise ImproperlyConfigured(f"ARC_A2A_ALLOW_NETWORKS must be CIDRs, comma-separated: {exc}") from exc
+ARC_A2A_TIMEOUT_SEC = envint("ARC_A2A_TIMEOUT_SEC", 300, minimum=1)
+ARC_A2A_ATTEMPTS = envint("ARC_A2A_ATTEMPTS", 3, minimum=1, maximum=10)
+ARC_A2A_CARD_REFRESH_SEC = envint("ARC_A2A_CARD_REFRESH_SEC", 300, minimum=5)
+# A2A push notifications (an A2A client's webhook told of its task's changes): off unless switched on; their
+# URLs pass the same guard (ARC_A2A_ALLOW_NETWORKS); a failed delivery is tried this often in all.
+ARC_A2A_PUSH = envbool("ARC_A2A_PUSH", False)
+ARC_A2A_PUSH_ATTEMPTS = envint("ARC_A2A_PUSH_ATTEMPTS", 3, minimum=1, maximum=10)
 # A request's line and headers must arrive within ARC_HEADER_TIMEOUT_SEC (the connection is closed
 # after) and its body within ARC_BODY_TIMEOUT_SEC (408 after): a stalled or trickling client costs
 # a socket, never a worker.
@@ -249,6 +269,7 @@ INSTALLED_APPS = [
     "coordination",
     "relay",
     "dashboard",
+    "gateway",  # A2A: its `a2a` command registers agents elsewhere (gateway.management.commands.a2a)
     "mcpserver",
 ]
 

@@ -21,7 +21,18 @@ from django.utils import timezone
 
 from coordination.core import access, services
 from coordination.core.errors import ArcError
-from coordination.core.models import AgentKey, Claim, Delivery, LeaseQuerySet, Lock, Message, Room, Session, Task
+from coordination.core.models import (
+    AgentKey,
+    Claim,
+    Delivery,
+    LeaseQuerySet,
+    Lock,
+    Message,
+    RemoteAgent,
+    Room,
+    Session,
+    Task,
+)
 from coordination.core.parsing import as_id
 
 
@@ -508,3 +519,33 @@ class DeliveryAdmin(ServiceOwnedAdmin):
         for agent_id, message_id in queryset.values_list("agent_id", "message_id"):
             retried += services.deliveries_retry(message_ids=[message_id], agent_id=agent_id)
         self.message_user(request, f"Queued {retried} dead letter(s) again.", messages.SUCCESS)
+
+
+# ── A2A agents elsewhere ──────────────────────────────────────────────────
+
+
+@admin.register(RemoteAgent)
+class RemoteAgentAdmin(ServiceOwnedAdmin):
+    """Registered with ``manage.py a2a add`` (their cards are fetched there); listed here, never their credential."""
+
+    list_display = ("agent_id", "card_url", "live", "checked_at", "registered_by")
+    search_fields = ("agent_id", "card_url")
+    ordering = ("agent_id",)
+    fields = ("agent_id", "card_url", "capabilities", "card", "registered_by", "created_at", "checked_at", "problem")
+    readonly_fields = fields
+    actions = ["remove"]
+
+    @admin.display(description="live", boolean=True)
+    def live(self, obj: RemoteAgent) -> bool:
+        return not obj.problem
+
+    @admin.action(description="Remove selected A2A agents (their unfinished tasks fail)", permissions=["operate"])
+    def remove(self, request: HttpRequest, queryset: QuerySet[RemoteAgent]) -> None:
+        _apply_each(
+            self,
+            request,
+            queryset.order_by("agent_id"),
+            lambda remote: bool(services.remote_remove(agent_id=remote.agent_id)),
+            done="Removed",
+            noun="A2A agent",
+        )

@@ -56,7 +56,7 @@ from urllib.parse import urlencode, urlsplit
 
 from coordination.client import relay_request, spool_name, spool_write
 
-MEASUREMENTS = ("posts", "push", "fanout", "relay", "relay_burst", "claims", "idle", "mcp")
+MEASUREMENTS = ("posts", "push", "fanout", "relay", "relay_burst", "claims", "idle", "mcp", "a2a")
 MCP_TRANSPORTS = ("stdio", "http")
 PUSH_TRANSPORTS = ("longpoll", "sse", "ws")
 WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
@@ -108,6 +108,7 @@ class BenchConfig:
     mcp_transports: tuple[str, ...] = MCP_TRANSPORTS
     mcp_round_trips: int = 50
     mcp_sends: int = 200
+    a2a_round_trips: int = 50  # blocking A2A SendMessage calls, one after another
     # The server's processes on this machine (a hub's supervisor and workers): their CPU time over
     # each post phase, read from /proc, is reported per post. Empty: not measured.
     server_pids: tuple[int, ...] = ()
@@ -248,16 +249,16 @@ class Http:
         if self.writer is None:
             self.reader, self.writer = await asyncio.wait_for(self.target.open(), self.timeout)
 
-    async def request(self, method: str, path: str, payload: Any = None) -> Response:
+    async def request(self, method: str, path: str, payload: Any = None, headers: Iterable[str] = ()) -> Response:
         try:
-            return await asyncio.wait_for(self._request(method, path, payload), self.timeout)
+            return await asyncio.wait_for(self._request(method, path, payload, headers), self.timeout)
         except TimeoutError:
             await self.close()
             raise
 
-    async def _request(self, method: str, path: str, payload: Any) -> Response:
+    async def _request(self, method: str, path: str, payload: Any, extra: Iterable[str] = ()) -> Response:
         body = json.dumps(payload).encode() if payload is not None else b""
-        message = self.target.head(method, path, len(body) if payload is not None else None) + body
+        message = self.target.head(method, path, len(body) if payload is not None else None, extra) + body
         for attempt in range(2):
             fresh = self.writer is None
             await self.connect()
@@ -713,6 +714,7 @@ class Bench:
                 "claims": self.claims,
                 "idle": self.idle,
                 "mcp": self.mcp,
+                "a2a": self.a2a,
             }
             for name in MEASUREMENTS:
                 if name in self.config.only:
@@ -1292,6 +1294,63 @@ class Bench:
         pids = self.config.server_pids
         return await self.mcp_phase(self.config, self.run_id, lambda: cpu_seconds(pids))
 
+    # a2a --------------------------------------------------------------------
+
+    async def a2a(self, sender: Http) -> dict[str, Any]:
+        """Blocking A2A ``SendMessage`` calls (JSON-RPC, A2A 1.0) to a hub agent that answers each task at once.
+
+        The agent is a worker over REST: it long-polls its feed and answers each ``task_request`` with a
+        ``task_result``. Each call is timed from its request to its answer: the finished task, its answer as
+        the artifact. A hub without A2A (arc.py) is ``unsupported``.
+        """
+        agent = f"bench-a2a-{self.run_id}"
+        await sender.post("/v1/sessions", {"agent_id": agent, "capabilities": ["bench-echo"]}, expect=201)
+        since = await self._marker(sender)
+        stop = asyncio.Event()
+
+        async def worker() -> None:
+            nonlocal since
+            conn = Http(self.target, self.config.wait_sec + 10)
+            try:
+                while not stop.is_set():
+                    got = await conn.request("GET", f"/v1/events?agent_id={agent}&since_id={since}&timeout=5")
+                    for message in got.json().get("result", []):
+                        since = max(since, int(message["id"]))
+                        if message.get("kind") == "task_request":
+                            answer = {"from_agent": agent, "body": "pong"}
+                            await conn.request("POST", f"/v1/tasks/{message['id']}/result", answer)
+            finally:
+                await conn.close()
+
+        answering = asyncio.ensure_future(worker())
+        rpc = Http(self.target, self.config.wait_sec)
+        latencies: list[float] = []
+        cpu_before = cpu_seconds(self.config.server_pids)
+        try:
+            for n in range(self.config.a2a_round_trips):
+                message = {"role": "ROLE_USER", "messageId": f"bench-{self.run_id}-{n}", "parts": [{"text": "ping"}]}
+                call = {"jsonrpc": "2.0", "id": n, "method": "SendMessage", "params": {"message": message}}
+                started = time.perf_counter()
+                response = await rpc.request("POST", f"/a2a/agents/{agent}", call, headers=["A2A-Version: 1.0"])
+                if response.status == 404:
+                    raise Unsupported("no A2A endpoint (/a2a answered 404)")
+                task = (response.json().get("result") or {}).get("task") or {}
+                if task.get("status", {}).get("state") != "TASK_STATE_COMPLETED":
+                    raise BenchError(f"SendMessage answered {response.status}: {response.body[:300]!r}")
+                latencies.append(time.perf_counter() - started)
+        except Unsupported as exc:
+            return {"status": "unsupported", "reason": str(exc)}
+        finally:
+            stop.set()
+            await rpc.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(answering, self.config.wait_sec + 10)
+        cpu_after = cpu_seconds(self.config.server_pids)
+        result: dict[str, Any] = {"status": "ok", **latency_summary(latencies)}
+        if cpu_before is not None and cpu_after is not None and latencies:
+            result["cpu_ms_per_call"] = round((cpu_after - cpu_before) * 1000 / len(latencies), 3)
+        return result
+
 
 def raise_fd_limit() -> int:
     """Raise this process's soft open-files limit to the hard one; returns the soft limit now in force."""
@@ -1468,6 +1527,19 @@ def metric_rows(report: dict[str, Any]) -> list[tuple[str, str, Value]]:
         ]
         if "cpu_ms_per_send" in r:
             rows.append((f"mcp.{transport}.cpu_ms", f"{label}: server CPU ms per send", r["cpu_ms_per_send"]))
+    a2a = results.get("a2a")
+    if a2a is not None:
+        label = "A2A SendMessage, blocking"
+        if a2a.get("status") != "ok":
+            rows.append(("a2a.p50_ms", f"{label}: p50 ms", a2a.get("status")))
+        else:
+            rows += [
+                ("a2a.p50_ms", f"{label}: p50 ms", a2a.get("p50_ms")),
+                ("a2a.p99_ms", f"{label}: p99 ms", a2a.get("p99_ms")),
+                ("a2a.n", f"{label}: calls answered", a2a["n"]),
+            ]
+            if "cpu_ms_per_call" in a2a:
+                rows.append(("a2a.cpu_ms", f"{label}: server CPU ms per call", a2a["cpu_ms_per_call"]))
     return rows
 
 

@@ -115,12 +115,19 @@ def _int_field(request: DashboardRequest, name: str) -> int:
 # ── Overview ─────────────────────────────────────────────────────────────
 
 
+def _roster() -> list[dict[str, Any]]:
+    """The live agents; an A2A agent elsewhere carries its card's URL as ``a2a_card`` (from the hub's register of
+    them, never from what an agent says of itself in its metadata)."""
+    remote = {r.agent_id: r.card_url for r in selectors.remote_agents()}
+    return [{**agent, "a2a_card": remote.get(agent["agent_id"])} for agent in services.sessions_roster()]
+
+
 @operator_required
 @require_GET
 def overview(request: DashboardRequest) -> HttpResponse:
     recent = [m.as_wire() for m in selectors.messages_recent(limit=50)]
     context = {
-        "agents": services.sessions_roster(),
+        "agents": _roster(),
         "rooms": selectors.rooms_list(),
         "claims": selectors.claims_list(active_only=True),
         "locks": selectors.locks_list(active_only=True),

@@ -20,6 +20,7 @@ from a2a.types import (
     SecurityScheme,
 )
 from a2a.utils.constants import PROTOCOL_VERSION_CURRENT
+from django.conf import settings
 
 from coordination.core.models import Session
 
@@ -40,7 +41,7 @@ def _base(name: str, description: str, url: str, tenant: str) -> AgentCard:
             )
             for binding, path in BINDINGS
         ],
-        capabilities=AgentCapabilities(streaming=True, push_notifications=False),
+        capabilities=AgentCapabilities(streaming=True, push_notifications=settings.ARC_A2A_PUSH),
         default_input_modes=["text/plain"],
         default_output_modes=["text/plain"],
     )

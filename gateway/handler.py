@@ -7,9 +7,10 @@ the A2A errors the SDK renders (``ArcError`` → ``InvalidParams``/``TaskNotFoun
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncGenerator
-from typing import Any, NoReturn
+from typing import Any
 
 from a2a.server.context import ServerCallContext
 from a2a.server.request_handlers.request_handler import RequestHandler
@@ -42,11 +43,13 @@ from a2a.utils.errors import (
     UnsupportedOperationError,
 )
 from asgiref.sync import sync_to_async
+from django.conf import settings
 
 from coordination.core import operations as ops
 from coordination.core.access import Identity
 from coordination.core.errors import ArcError, Conflict, NotFound
 from coordination.core.feeds import FeedFilter, MessageFeed
+from gateway import outbound
 from gateway.tasks import a2a_task, text_of
 
 IDENTITY = "arc.identity"  # where the edge leaves the caller's identity in the call context's state
@@ -104,22 +107,37 @@ class HubRequestHandler(RequestHandler):
     async def on_create_task_push_notification_config(
         self, params: TaskPushNotificationConfig, context: ServerCallContext
     ) -> TaskPushNotificationConfig:
-        _no_push()
+        who = _caller(context)
+        _push_on()
+        await _push_url_check(params.url)
+        config = await _push_set(who, _task_id(params.task_id), params)
+        return _push_wire(config, params.tenant)
 
     async def on_get_task_push_notification_config(
         self, params: GetTaskPushNotificationConfigRequest, context: ServerCallContext
     ) -> TaskPushNotificationConfig:
-        _no_push()
+        _push_on()
+        who, task_id = _caller(context), _task_id(params.task_id)
+        configs = await _db(ops.push_configs, who, task_id, who.agent_id or ANONYMOUS_REQUESTER)
+        config = next((c for c in configs if c.config_id == params.id), None)
+        if config is None:
+            raise TaskNotFoundError(message=f"task {task_id} has no push config {params.id[:60]} of yours")
+        return _push_wire(config, params.tenant)
 
     async def on_list_task_push_notification_configs(
         self, params: ListTaskPushNotificationConfigsRequest, context: ServerCallContext
     ) -> ListTaskPushNotificationConfigsResponse:
-        _no_push()
+        _push_on()
+        who, task_id = _caller(context), _task_id(params.task_id)
+        configs = await _db(ops.push_configs, who, task_id, who.agent_id or ANONYMOUS_REQUESTER)
+        return ListTaskPushNotificationConfigsResponse(configs=[_push_wire(c, params.tenant) for c in configs])
 
     async def on_delete_task_push_notification_config(
         self, params: DeleteTaskPushNotificationConfigRequest, context: ServerCallContext
     ) -> None:
-        _no_push()
+        _push_on()
+        who, task_id = _caller(context), _task_id(params.task_id)
+        await _db(ops.push_config_delete, who, task_id, params.id, who.agent_id or ANONYMOUS_REQUESTER)
 
     async def on_get_extended_agent_card(
         self, params: GetExtendedAgentCardRequest, context: ServerCallContext
@@ -127,10 +145,41 @@ class HubRequestHandler(RequestHandler):
         raise UnsupportedOperationError(message="there is no extended agent card")
 
 
-def _no_push() -> NoReturn:
+def _push_on() -> None:
     from a2a.utils.errors import PushNotificationNotSupportedError
 
-    raise PushNotificationNotSupportedError(message="push notifications are not switched on for this hub")
+    if not settings.ARC_A2A_PUSH:
+        raise PushNotificationNotSupportedError(message="push notifications are not switched on for this hub")
+
+
+async def _push_url_check(url: str) -> None:
+    """The outbound guard (``outbound.target_check``) on a webhook's URL, before anything is kept."""
+    try:
+        await asyncio.to_thread(outbound.target_check, url)
+    except (outbound.Refused, outbound.Unreachable) as exc:
+        raise InvalidParamsError(message=f"the push notification URL is refused: {exc}") from None
+
+
+async def _push_set(who: Identity, task_id: int, params: TaskPushNotificationConfig) -> Any:
+    raw = {
+        "from_agent": who.agent_id or ANONYMOUS_REQUESTER,
+        "config_id": params.id,
+        "url": params.url,
+        "token": params.token,
+        "auth_scheme": params.authentication.scheme,
+        "auth_credentials": params.authentication.credentials,
+    }
+    return await _db(ops.push_config_set, who, task_id, {k: v for k, v in raw.items() if v})
+
+
+def _push_wire(config: Any, tenant: str) -> TaskPushNotificationConfig:
+    """A webhook as A2A shows it to its client: everything but the credentials it gave (never shown again)."""
+    out = TaskPushNotificationConfig(
+        tenant=tenant, id=config.config_id, task_id=str(config.task_id), url=config.url, token=config.token
+    )
+    if config.auth_scheme:
+        out.authentication.scheme = config.auth_scheme
+    return out
 
 
 def _caller(context: ServerCallContext) -> Identity:
@@ -183,11 +232,21 @@ async def _delegate(params: SendMessageRequest, context: ServerCallContext) -> t
     except ValueError as exc:
         raise InvalidParamsError(message=str(exc)) from None
     requester = who.agent_id or ANONYMOUS_REQUESTER
+    push = (
+        params.configuration.task_push_notification_config
+        if params.configuration.HasField("task_push_notification_config")
+        else None
+    )
+    if push is not None:  # (checked before the task is made: a refused webhook makes no task)
+        _push_on()
+        await _push_url_check(push.url)
     if message.task_id:
         task_id = _task_id(message.task_id)
         await _db(
             ops.task_continue, who, task_id, {"from_agent": requester, "body": body}, key=message.message_id or None
         )
+        if push is not None:
+            await _push_set(who, task_id, push)
         return who, task_id
     agent = _tenant(params.tenant or _tenant_of(context))
     raw: dict[str, Any] = {
@@ -197,7 +256,10 @@ async def _delegate(params: SendMessageRequest, context: ServerCallContext) -> t
         "thread_id": message.context_id or None,
     }
     answer = await _op(ops.task_delegate, who, {k: v for k, v in raw.items() if v is not None}, key=message.message_id)
-    return who, int(answer.result["id"])
+    task_id = int(answer.result["id"])
+    if push is not None:
+        await _push_set(who, task_id, push)
+    return who, task_id
 
 
 async def _follow(who: Identity, task_id: int) -> AsyncGenerator[Any]:

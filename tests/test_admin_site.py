@@ -24,7 +24,7 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from coordination.core import services
-from coordination.core.models import AgentKey, Claim, Delivery, Lock, Message, Room, Session, Task
+from coordination.core.models import AgentKey, Claim, Delivery, Lock, Message, RemoteAgent, Room, Session, Task
 from tests.conftest import staff_client
 
 pytestmark = pytest.mark.django_db
@@ -381,3 +381,28 @@ def test_a_user_who_is_not_staff_is_sent_to_the_admin_login(hub: Hub, model: str
     response = nick.post(changelist("claim"), {"action": "force_release", "_selected_action": ["deploy-7"]})
     assert response.status_code == 302
     assert Claim.objects.get(pk="deploy-7").released_at is None
+
+
+def test_a2a_agents_elsewhere_are_listed_without_their_credential_and_removed_by_the_action(
+    ada: Client, hub: Hub
+) -> None:
+    services.remote_register(
+        agent_id="scout",
+        card_url="https://agents.example/.well-known/agent-card.json",
+        credential="admin-never-sees-this",
+        card={"name": "Scout"},
+        capabilities=["search"],
+        by="ada",
+    )
+    pk = RemoteAgent.objects.get(agent_id="scout").pk
+    listing = ada.get(changelist("remoteagent"))
+    page = ada.get(change_page("remoteagent", pk))
+
+    assert listing.status_code == 200
+    assert "scout" in listing.content.decode()
+    assert page.status_code == 200
+    assert "admin-never-sees-this" not in listing.content.decode() + page.content.decode()
+    removed = ada.post(changelist("remoteagent"), {"action": "remove", "_selected_action": [str(pk)]})
+    assert removed.status_code == 302
+    assert not RemoteAgent.objects.filter(agent_id="scout").exists()
+    assert not Session.objects.filter(agent_id="scout", active=True).exists()

@@ -45,6 +45,7 @@ TINY = bench.BenchConfig(
     wait_sec=5,
     mcp_round_trips=3,
     mcp_sends=5,
+    a2a_round_trips=3,
     seed=1,
 )
 
@@ -59,7 +60,7 @@ def test_every_measurement_runs_against_the_hub_and_reports_sane_json(live_hub: 
     report = bench.run(replace(TINY, url=live_hub.url), mcp_phase=bench_mcp.phase)
     assert json.loads(json.dumps(report)) == report
     results = report["results"]
-    assert list(results) == ["posts", "push", "fanout", "relay", "relay_burst", "claims", "idle", "mcp"]
+    assert list(results) == ["posts", "push", "fanout", "relay", "relay_burst", "claims", "idle", "mcp", "a2a"]
 
     assert [r["concurrency"] for r in results["posts"]] == [1, 4]
     for posts in results["posts"]:
@@ -106,8 +107,12 @@ def test_every_measurement_runs_against_the_hub_and_reports_sane_json(live_hub: 
         _sane_latency(mcp["round_trip"], 3)
         assert mcp["sends_per_sec"] > 0
 
+    assert results["a2a"]["status"] == "ok", results["a2a"]
+    _sane_latency(results["a2a"], 3)
+
     table = bench.format_table(report)
     assert "claim races (8 clients): exactly one winner  3/3" in table
+    assert "A2A SendMessage, blocking: calls answered" in table
     assert "fan-out 5 SSE x 3: delivered" in table
     assert "MCP over /mcp: 5 DMs in a row, sends/s" in table
 

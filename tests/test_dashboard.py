@@ -925,3 +925,24 @@ def test_an_admin_key_starting_a_task_becomes_its_assignee(agents, admin_api):
 
     assert status == 200, env
     assert env["result"]["assignee"] == "root"  # before, an admin key left it unassigned
+
+
+def test_the_agent_list_marks_an_a2a_agent_elsewhere_and_links_every_agents_card(ada, agents):
+    services.remote_register(
+        agent_id="scout",
+        card_url="https://agents.example/.well-known/agent-card.json",
+        credential="never-shown-secret",
+        card={"name": "Scout", "description": "finds things"},
+        capabilities=["search"],
+        by="ada",
+    )
+    services.session_create(agent_id="mallory", metadata={"a2a": {"card_url": "javascript:alert(1)"}})
+
+    html = page(ada, "/?partial=agents", HTTP_HX_REQUEST="true")
+
+    badge = '<a class="tag a2a" href="https://agents.example/.well-known/agent-card.json"'
+    assert html.count('class="tag a2a"') == 1
+    assert badge in html  # from the hub's register of them, not from what an agent says of itself
+    assert "javascript:" not in html
+    assert 'href="/a2a/agents/mallory/.well-known/agent-card.json"' in html
+    assert "never-shown-secret" not in html

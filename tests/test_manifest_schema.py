@@ -389,6 +389,7 @@ def test_manifest_is_served_at_v1_manifest_and_at_root_for_json_clients(anyone, 
         "mcp": "/mcp",
         "a2a_card": "/.well-known/agent-card.json",
         "a2a": "/a2a",
+        "a2a_agent": "/a2a/agents/{agent}",
         "a2a_rest": "/a2a/rest",
         "hooks": "/v1/hooks/{client}",
     }

@@ -136,7 +136,11 @@ def test_the_supervisor_owns_the_pidfile_and_two_workers_serve_the_port(hub: Hub
     assert hub.pid not in info["workers"]
     conns = _one_per_worker(hub)
     assert {c.pid for c in conns} <= set(_pidfile(hub)["workers"])
-    ready = conns[0].call("GET", "/readyz")
+    # A balancer polls /readyz; so does this (its channel-layer probe has 2 s, which a loaded machine's first
+    # round trip to Redis can take): ready within half a minute of starting, and saying so.
+    deadline = time.monotonic() + 30
+    while (ready := conns[0].call("GET", "/readyz"))[0] != 200 and time.monotonic() < deadline:
+        time.sleep(0.5)
     assert ready == (200, ready[1])
     assert ready[1]["result"]["database"] == "ok"
     assert ready[1]["result"]["channel_layer"] == "ok"

@@ -208,6 +208,17 @@ class TaskFail(ArcSerializer):
     reason = Text(max_length=2000)
 
 
+class PushConfigSet(ArcSerializer):
+    """An A2A client's webhook for its task (docs/a2a.md, push notifications)."""
+
+    from_agent = Text(required=True, max_length=200)
+    config_id = Text(max_length=200)
+    url = Text(required=True, max_length=2000)
+    token = Text(max_length=500)
+    auth_scheme = Text(max_length=100)
+    auth_credentials = Text(max_length=4000)
+
+
 class ReplyClaim(ArcSerializer):
     agent_id = Text(required=True, max_length=200)
 

@@ -149,6 +149,7 @@ class Message(models.Model):
             models.Index(fields=["channel", "id"]),
             models.Index(fields=["to_agent", "id"]),
             models.Index(fields=["thread_id", "id"]),
+            models.Index(fields=["reply_to", "id"]),  # a task's conversation and answer (its request's replies)
         ]
 
     def __str__(self) -> str:
@@ -574,3 +575,93 @@ class Duty(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name}: {self.holder}"
+
+
+class RemoteAgent(models.Model):
+    """An A2A agent elsewhere that the hub's agents reach as one of their own (docs/a2a.md, outbound).
+
+    An admin registers it by its Agent Card's URL; the hub keeps its card and a session for it
+    under ``agent_id`` (its card's skills as capabilities), and the gateway's bridge sends it
+    the tasks given to that name. ``credential`` is what the hub presents to it (a Bearer
+    token): write-only, like a key's secret it is never shown or logged again.
+    """
+
+    agent_id = models.CharField(max_length=200, unique=True)
+    card_url = models.CharField(max_length=2000)
+    credential = models.TextField(blank=True, default="")
+    card = models.JSONField(default=dict, blank=True)
+    capabilities = models.JSONField(default=list, blank=True)
+    registered_by = models.CharField(max_length=200, blank=True, default="")
+    created_at = models.DateTimeField(default=timezone.now)
+    checked_at = models.DateTimeField(null=True, blank=True)  # its card last fetched (or tried)
+    problem = models.TextField(blank=True, default="")  # why the last fetch failed; empty when it answered
+
+    def __str__(self) -> str:
+        return f"{self.agent_id} (A2A at {self.card_url})"
+
+    def __repr__(self) -> str:  # never the credential
+        return f"<RemoteAgent {self.agent_id} {self.card_url}>"
+
+    def as_wire(self) -> dict[str, Any]:
+        return {
+            "agent_id": self.agent_id,
+            "card_url": self.card_url,
+            "has_credential": bool(self.credential),
+            "name": str(self.card.get("name") or "") if isinstance(self.card, dict) else "",
+            "capabilities": list(self.capabilities or []),
+            "registered_by": self.registered_by,
+            "created_at": iso(self.created_at),
+            "checked_at": iso(self.checked_at) if self.checked_at else None,
+            "problem": self.problem or None,
+        }
+
+
+class RemoteCall(models.Model):
+    """A hub task the bridge sent to a remote A2A agent: which, under what A2A task id there, how often tried.
+
+    Kept so that a bridge taking over after a restart follows the remote task instead of sending it again.
+    """
+
+    task_id = models.BigIntegerField(primary_key=True)
+    agent_id = models.CharField(max_length=200)
+    remote_task_id = models.CharField(max_length=200, blank=True, default="")
+    attempts = models.IntegerField(default=0)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"task {self.task_id} → {self.agent_id} ({self.remote_task_id or 'not yet sent'})"
+
+
+class PushConfig(models.Model):
+    """Where an A2A client wants to hear of a task's changes (A2A push notifications; docs/a2a.md).
+
+    Kept for the client that set it (``owner``, with its key and rooms, so that what is pushed is what that
+    client may read, and nothing once its key is revoked). ``sent_state`` is the task's A2A state last
+    delivered (or given up on); ``done`` once its final state was.
+    """
+
+    task_id = models.BigIntegerField()
+    config_id = models.CharField(max_length=200)
+    owner = models.CharField(max_length=200)  # the requester it acts for
+    key_id = models.CharField(max_length=64, null=True, blank=True)
+    rooms = models.JSONField(default=list, blank=True)
+    url = models.CharField(max_length=2000)
+    token = models.CharField(max_length=500, blank=True, default="")
+    auth_scheme = models.CharField(max_length=100, blank=True, default="")
+    auth_credentials = models.TextField(blank=True, default="")
+    created_at = models.DateTimeField(default=timezone.now)
+    sent_state = models.CharField(max_length=40, blank=True, default="")
+    sent_at = models.DateTimeField(null=True, blank=True)
+    attempts = models.IntegerField(default=0)
+    last_error = models.TextField(blank=True, default="")
+    done = models.BooleanField(default=False)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["task_id", "config_id"], name="push_config_once_per_task")]
+        indexes = [models.Index(fields=["done", "task_id"])]
+
+    def __str__(self) -> str:
+        return f"task {self.task_id} → {self.url}"
+
+    def __repr__(self) -> str:  # never the token or credentials
+        return f"<PushConfig {self.task_id}/{self.config_id} {self.url}>"

@@ -373,6 +373,44 @@ def task_continue(who: Identity, task_id: int, raw: dict[str, Any], *, key: str 
     return message_post(who, {k: v for k, v in post.items() if v is not None})  # (this operation keeps the key)
 
 
+def _push_owner(who: Identity, task_id: int, requester: str) -> Task:
+    """The task whose webhooks ``requester`` (bound to ``who``) may set: only its requester's (or an admin's)."""
+    task = selectors.task_get(require_id(task_id, "task_id"))
+    who.require_task(task.as_wire())
+    owner = who.act_as(requester, "from_agent")
+    if not who.admin and owner != task.requester:
+        raise Forbidden(f"only task {task_id}'s requester ({task.requester}) may set or read its push configs")
+    return task
+
+
+def push_config_set(who: Identity, task_id: int, raw: dict[str, Any]) -> Any:
+    """Set a webhook for a task (A2A ``CreateTaskPushNotificationConfig``); its URL already passed the guard."""
+    data = shapes.PushConfigSet.parse(raw)
+    task = _push_owner(who, task_id, data["from_agent"])
+    return services.push_config_set(
+        task_id=task.task_id,
+        config_id=data.get("config_id") or "",
+        owner=data["from_agent"],
+        key_id=who.key_id,
+        rooms=sorted(who.rooms),
+        url=data["url"],
+        token=data.get("token") or "",
+        auth_scheme=data.get("auth_scheme") or "",
+        auth_credentials=data.get("auth_credentials") or "",
+    )
+
+
+def push_configs(who: Identity, task_id: int, requester: str) -> list[Any]:
+    """The webhooks ``requester`` set for a task (A2A ``List``/``GetTaskPushNotificationConfig``)."""
+    task = _push_owner(who, task_id, requester)
+    return selectors.push_configs(task_id=task.task_id, owner=who.act_as(requester, "from_agent"))
+
+
+def push_config_delete(who: Identity, task_id: int, config_id: str, requester: str) -> None:
+    task = _push_owner(who, task_id, requester)
+    services.push_config_delete(task_id=task.task_id, config_id=config_id, owner=who.act_as(requester, "from_agent"))
+
+
 def tasks_given(who: Identity, *, assignee: str, limit: int) -> list[Any]:
     """The newest tasks given to ``assignee`` that ``who`` asked for (an unbound caller: all of them), visible to it."""
     rows = selectors.tasks_of(requester=who.agent_id, assignee=assignee, limit=limit)

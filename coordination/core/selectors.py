@@ -24,6 +24,9 @@ from coordination.core.models import (
     FeedCursor,
     Lock,
     Message,
+    PushConfig,
+    RemoteAgent,
+    RemoteCall,
     Room,
     Session,
     Task,
@@ -556,3 +559,69 @@ def deliveries_by_agent(*, limit: int = 500) -> dict[str, dict[str, int]]:
     for agent_id, state, n in counts[:limit]:
         queues[agent_id][state] = n
     return dict(queues)
+
+
+def remote_agents() -> list[RemoteAgent]:
+    """The A2A agents elsewhere that the hub keeps as its own (docs/a2a.md, outbound), by name."""
+    return list(RemoteAgent.objects.order_by("agent_id"))
+
+
+@dataclass(frozen=True)
+class RemoteWork:
+    """A task the bridge is to send to a remote A2A agent (open), or to follow there (sent before a restart)."""
+
+    task_id: int
+    agent_id: str
+    status: str
+    body: str
+    context_id: str
+    deadline: Any  # its deadline (a datetime), or None
+    remote_task_id: str
+    attempts: int
+
+
+def remote_work(names: Iterable[str], *, exclude: Iterable[int] = (), limit: int = 100) -> list[RemoteWork]:
+    """The open tasks given to the remote agents ``names``, and their in-progress ones the bridge sent
+    (a ``RemoteCall``), oldest first, leaving out ``exclude`` (the tasks the bridge already has in hand)."""
+    names = list(names)
+    if not names:
+        return []
+    calls = {c.task_id: c for c in RemoteCall.objects.filter(agent_id__in=names)}
+    found = (
+        Task.objects.filter(assignee__in=names)
+        .filter(Q(status=Task.Status.OPEN) | Q(status=Task.Status.IN_PROGRESS, task_id__in=list(calls)))
+        .exclude(task_id__in=list(exclude))
+        .order_by("task_id")[:limit]
+    )
+    tasks = list(found)
+    bodies = dict(Message.objects.filter(pk__in=[t.task_id for t in tasks]).values_list("id", "body"))
+    out = []
+    for task in tasks:
+        call = calls.get(task.task_id) if task.status == Task.Status.IN_PROGRESS else None
+        out.append(
+            RemoteWork(
+                task_id=task.task_id,
+                agent_id=str(task.assignee),
+                status=task.status,
+                body=bodies.get(task.task_id, ""),
+                context_id=task.thread_id or f"arc-task-{task.task_id}",
+                deadline=task.deadline,
+                remote_task_id=call.remote_task_id if call else "",
+                attempts=call.attempts if call else 0,
+            )
+        )
+    return out
+
+
+def push_configs(*, task_id: int, owner: str) -> list[PushConfig]:
+    return list(PushConfig.objects.filter(task_id=task_id, owner=owner).order_by("created_at", "pk"))
+
+
+def pushes_open(*, limit: int = 500) -> list[PushConfig]:
+    """The webhooks still to be told of their task's next change (oldest tasks first)."""
+    return list(PushConfig.objects.filter(done=False).order_by("task_id", "pk")[:limit])
+
+
+def keys_usable(key_ids: Iterable[str]) -> set[str]:
+    """Which of ``key_ids`` are still usable (not revoked, not expired)."""
+    return set(AgentKey.objects.usable().filter(prefix__in=list(key_ids)).values_list("prefix", flat=True))

@@ -7,23 +7,9 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from coordination.client import ArcClient, ArcError
-from coordination.process.cli import add_location_arguments, default_url
-from coordination.process.storage import storage_ready
+from coordination.process.cli import HubCommand, add_location_arguments, default_url
 
-
-class HubCommand(BaseCommand):
-    """A command on the hub's own storage (``invite``, ``keys``, ``revoke``, ``login``): it is made ready first.
-
-    No system checks: they import the whole site (URLs, API schema, dashboard) to check it, a
-    second of every run, and these commands use none of it; ``up`` and ``manage.py check`` run them.
-    """
-
-    requires_system_checks: list[str] = []
-
-    def execute(self, *args: Any, **options: Any) -> Any:
-        if not options.get("help"):
-            storage_ready()
-        return super().execute(*args, **options)
+__all__ = ["AgentCommand", "HubCommand"]
 
 
 class AgentCommand(BaseCommand):

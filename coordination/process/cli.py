@@ -10,10 +10,13 @@ from __future__ import annotations
 import os
 from argparse import ArgumentParser
 from pathlib import Path
+from typing import Any
 
 from django.conf import settings
+from django.core.management.base import BaseCommand
 
 from coordination.process import discovery
+from coordination.process.storage import storage_ready
 
 
 def add_location_arguments(parser: ArgumentParser) -> None:
@@ -43,3 +46,18 @@ def agent_key(key_file: str | None) -> str | None:
     """A client command's agent key: the file's content (``--key-file``, ``OSError`` if unreadable), else ``$ARC_AGENT_KEY``."""
     key = Path(key_file).read_text(encoding="utf-8") if key_file else os.environ.get(KEY_ENV, "")
     return key.strip() or None
+
+
+class HubCommand(BaseCommand):
+    """A command on the hub's own storage (``invite``, ``keys``, ``revoke``, ``login``, ``a2a``): it is made ready first.
+
+    No system checks: they import the whole site (URLs, API schema, dashboard) to check it, a
+    second of every run, and these commands use none of it; ``up`` and ``manage.py check`` run them.
+    """
+
+    requires_system_checks: list[str] = []
+
+    def execute(self, *args: Any, **options: Any) -> Any:
+        if not options.get("help"):
+            storage_ready()
+        return super().execute(*args, **options)

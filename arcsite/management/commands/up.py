@@ -19,6 +19,8 @@ from coordination.core import access, hub, services
 from coordination.process import discovery, duty, server, signin, workers
 from coordination.process.cli import add_location_arguments
 from coordination.process.storage import storage_ready
+from gateway.bridge import Bridge
+from gateway.push import Pusher
 from relay.server import AsgiForwarder, RelayServer
 
 
@@ -66,6 +68,9 @@ class Command(BaseCommand):
         if worker_sock is None:
             storage_ready()  # (a supervisor did it before starting its workers)
         connection.close()  # requests use their own connections; this thread is the loop's
+        background: list[server.Background] = [duty.OnDuty("a2a-outbound", Bridge)]  # (docs/a2a.md, outbound)
+        if settings.ARC_A2A_PUSH:
+            background.append(duty.OnDuty("a2a-push", Pusher))  # (docs/a2a.md, push notifications)
         relay = None
         if not options["no_relay"]:
             spool = settings.ARC_SPOOL_DIR
@@ -75,12 +80,13 @@ class Command(BaseCommand):
                     spool, AsgiForwarder(application), max_request_bytes=settings.ARC_MAX_REQUEST_BYTES
                 ),
             )
+            background.append(relay)
         if worker_sock is not None:
             served = server.serve(
                 application,
                 host=host,
                 port=port,
-                background=[relay] if relay is not None else [],
+                background=background,
                 on_ready=lambda url: workers.worker_ready(),
                 access_log=options["access_log"],
                 sock=worker_sock,  # type: ignore[arg-type]
@@ -93,7 +99,7 @@ class Command(BaseCommand):
             application,
             host=host,
             port=port,
-            background=[relay] if relay is not None else [],
+            background=background,
             on_ready=lambda url: banner(url, [os.getpid()]),
             access_log=options["access_log"],
         )

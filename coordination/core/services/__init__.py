@@ -62,6 +62,16 @@ from coordination.core.services.messages import (
     reply_claim,
 )
 from coordination.core.services.network import hub_state, network_set, remote_allowed
+from coordination.core.services.push import push_config_delete, push_config_set, push_forget, push_sent
+from coordination.core.services.remotes import (
+    remote_answer,
+    remote_call_begin,
+    remote_call_sent,
+    remote_checked,
+    remote_register,
+    remote_remove,
+    remotes_keep_live,
+)
 from coordination.core.services.rooms import (
     DEFAULT_ROOMS,
     UNCLOSABLE_ROOMS,
@@ -148,7 +158,18 @@ __all__ = [
     "login_link_redeem",
     "message_post",
     "network_set",
+    "push_config_delete",
+    "push_config_set",
+    "push_forget",
+    "push_sent",
     "remote_allowed",
+    "remote_answer",
+    "remote_call_begin",
+    "remote_call_sent",
+    "remote_checked",
+    "remote_register",
+    "remote_remove",
+    "remotes_keep_live",
     "reply_claim",
     "room_close",
     "room_create",

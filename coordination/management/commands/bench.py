@@ -79,6 +79,7 @@ class Command(BaseCommand):
         g.add_argument("--mcp-transports", default="stdio,http", help="MCP transports to time (stdio,http)")
         g.add_argument("--mcp-round-trips", type=int, default=d.mcp_round_trips, help="MCP DM round trips")
         g.add_argument("--mcp-sends", type=int, default=d.mcp_sends, help="MCP DMs sent in a row")
+        g.add_argument("--a2a-round-trips", type=int, default=d.a2a_round_trips, help="blocking A2A SendMessage calls")
         g.add_argument("--seed", type=int, help="seed for the random pauses")
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -110,6 +111,7 @@ class Command(BaseCommand):
             mcp_transports=_names(options["mcp_transports"]),
             mcp_round_trips=options["mcp_round_trips"],
             mcp_sends=options["mcp_sends"],
+            a2a_round_trips=options["a2a_round_trips"],
             seed=options["seed"],
             server_pids=_local_hub_pids(url),
         )
