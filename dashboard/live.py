@@ -6,7 +6,8 @@ from the services' events, gap-free, no timer over the database). It sends:
 - ``event: message``: each new message as the page's message row (HTML, escaped like
   every page), which htmx adds to the page's feed (``sse-swap="message"``);
 - ``event: <region>`` with no content when a region's state changed (``agents``,
-  ``rooms``, ``work``, ``deliveries``, ``keys``, ``waiting``), which makes that region
+  ``rooms``, ``work``, ``deliveries``, ``keys``, ``waiting``; ``activity`` when messages came: the
+  charts, the agent map, an agent's page), which makes that region
   fetch its partial again (``hx-trigger="sse:<region>"``).
 
 Only a signed-in staff user gets a stream; anyone else gets 204, which tells the
@@ -134,4 +135,8 @@ def _region_events(messages: list[dict[str, Any]], others: list[dict[str, Any]])
     regions = {REGION_OF_EVENT[str(e.get("event"))] for e in others if e.get("event") in REGION_OF_EVENT}
     if any(m.get("expects_reply", "none") != "none" or m.get("reply_to") is not None for m in messages):
         regions.add("waiting")
+    if messages:
+        regions.add("activity")  # the charts, the map and agents' pages count messages
+    if any(m.get("kind") in ("task_request", "task_result") for m in messages):
+        regions.add("work")  # (a task's own event may have come before this stream did: its message says it too)
     return [f"event: {region}\ndata: \n\n" for region in sorted(regions)]

@@ -45,6 +45,9 @@ urlpatterns = [
     path("network", views.network, name="network"),
     path("network/set", views.network_set, name="network-set"),
     path("stats", views.stats, name="stats"),
+    path("map", views.agent_map, name="map"),
+    path("search", views.search, name="search"),
+    path("agents/<text:agent_id>", views.agent, name="agent"),
     path(
         "login",
         auth_views.LoginView.as_view(

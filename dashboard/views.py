@@ -20,17 +20,21 @@ from django.http import HttpResponse, HttpResponseRedirect
 from django.shortcuts import render
 from django.template import TemplateDoesNotExist
 from django.urls import reverse
-from django.utils.http import url_has_allowed_host_and_scheme
+from django.utils.http import url_has_allowed_host_and_scheme, urlencode
+from django.utils.safestring import SafeString
 from django.views.decorators.http import require_GET, require_POST
 
-from coordination.core import access, hub, operations, selectors, services
+from coordination.core import access, glance, hub, operations, selectors, services
 from coordination.core.errors import ArcError, Conflict, Invalid
 from coordination.core.models import AgentKey, Message
 from coordination.core.parsing import as_id, reject_nul, require_id
+from dashboard import pictures
 from dashboard.auth import DashboardRequest, operator_required
 
 # The regions a page may be asked for alone (``?partial=``): each refreshes itself on ``sse:<event>``.
-LIVE_REGIONS = frozenset({"agents", "deliveries", "keys", "roomstate", "rooms", "stats", "waiting", "work"})
+LIVE_REGIONS = frozenset(
+    {"activity", "agent", "agents", "deliveries", "keys", "map", "roomstate", "rooms", "stats", "waiting", "work"}
+)
 
 
 def _who(request: DashboardRequest) -> access.Identity:
@@ -125,6 +129,9 @@ def _roster() -> list[dict[str, Any]]:
 @operator_required
 @require_GET
 def overview(request: DashboardRequest) -> HttpResponse:
+    region = request.GET.get("partial") if request.htmx else None
+    if region in OVERVIEW_REGIONS:  # a live region asks again: only what it shows is read
+        return _page(request, "overview.html", OVERVIEW_REGIONS[region](), page="overview")
     recent = [m.as_wire() for m in selectors.messages_recent(limit=50)]
     context = {
         "agents": _roster(),
@@ -135,8 +142,34 @@ def overview(request: DashboardRequest) -> HttpResponse:
         "newest_id": recent[0]["id"] if recent else selectors.message_newest_id(),
         "waiting": [m.as_wire() for m in selectors.waiting_on(operator=access.OPERATOR)],
         "info": hub.hub_info(),
+        **_activity_context("hour"),
     }
     return _page(request, "overview.html", context, page="overview")
+
+
+OVERVIEW_REGIONS: dict[str, Callable[[], dict[str, Any]]] = {
+    "agents": lambda: {"agents": _roster()},
+    "activity": lambda: _activity_context("hour"),
+    "waiting": lambda: {"waiting": [m.as_wire() for m in selectors.waiting_on(operator=access.OPERATOR)]},
+    "rooms": lambda: {"rooms": selectors.rooms_list()},
+    "work": lambda: {
+        "claims": selectors.claims_list(active_only=True),
+        "locks": selectors.locks_list(active_only=True),
+    },
+}
+
+
+def _activity_context(window: str, room: str | None = None) -> dict[str, Any]:
+    seen = glance.activity(window=window, room=room)
+    return {
+        "activity": seen,
+        "charts": [
+            (seen.messages, pictures.sparkline(seen.messages, seen.starts)),
+            (seen.opened, pictures.sparkline(seen.opened, seen.starts)),
+            (seen.finished, pictures.sparkline(seen.finished, seen.starts)),
+            (seen.lag_ms, pictures.sparkline(seen.lag_ms, seen.starts, unit=" ms")),
+        ],
+    }
 
 
 @operator_required
@@ -165,6 +198,7 @@ def room(request: DashboardRequest, name: str) -> HttpResponse:
         "threads": threads,
         "newest_id": newest_id,
         "rooms": selectors.rooms_list(),
+        **_activity_context("hour", room=name),
     }
     return _page(request, "room.html", context, page="room")
 
@@ -263,12 +297,34 @@ def thread(request: DashboardRequest, thread_id: str) -> HttpResponse:
 @operator_required
 @require_GET
 def work(request: DashboardRequest) -> HttpResponse:
+    """The task board: a column per status, filtered by room, assignee and capability; finished ones paged."""
+    filters = {name: (request.GET.get(name) or "").strip() for name in ("room", "assignee", "capability")}
+    page = _page_number(request)
+    newest_id = selectors.message_newest_id()  # first: the live stream goes on from here
+    claims = selectors.claims_list(active_only=True)
     context = {
-        "tasks": selectors.tasks_by_status(),
-        "claims": selectors.claims_list(active_only=True),
+        "newest_id": newest_id,
+        "columns": glance.task_board(**{k: v or None for k, v in filters.items()}, page=page),
+        "filters": filters,
+        "query": _board_query(filters, page),
+        "filter_query": urlencode({k: v for k, v in filters.items() if v}),
+        "here": reverse("dashboard:work") + (f"?{query}" if (query := _board_query(filters, page)) else ""),
+        "rooms": selectors.rooms_list(),
+        "claims": claims,
+        "claim_of_task": {c.task_message_id: c for c in claims if c.task_message_id},
         "locks": selectors.locks_list(active_only=True),
     }
     return _page(request, "work.html", context, page="work")
+
+
+def _board_query(filters: dict[str, str], page: int) -> str:
+    return urlencode({**{k: v for k, v in filters.items() if v}, **({"page": str(page)} if page > 1 else {})})
+
+
+def _page_number(request: DashboardRequest) -> int:
+    """The ``?page=`` asked for; anything but a whole number from 1 is the first page (a link, not a form)."""
+    number = as_id(request.GET.get("page") or "1")
+    return 1 if number is None or number < 1 else min(number, 10_000)
 
 
 @action("dashboard:work")
@@ -412,5 +468,81 @@ def network_set(request: DashboardRequest, who: access.Identity) -> str:
 @operator_required
 @require_GET
 def stats(request: DashboardRequest) -> HttpResponse:
-    context = {"stats": selectors.hub_stats(), "kinds": Message.Kind.values}
+    window = _window(request)
+    rooms = [r.name for r in selectors.rooms_list()[:ROOM_CHARTS]]
+    context = {
+        "stats": selectors.hub_stats(),
+        "kinds": Message.Kind.values,
+        "window": window,
+        "windows": list(glance.WINDOWS),
+        **_activity_context(window),
+        "room_charts": _room_charts(rooms, window),
+    }
     return _page(request, "stats.html", context, page="stats")
+
+
+ROOM_CHARTS = 20  # rooms charted on the stats page (the first, by name)
+
+
+def _window(request: DashboardRequest) -> str:
+    """The ``?window=`` asked for (``hour`` or ``day``); anything else is the hour (a link, not a form)."""
+    window = request.GET.get("window") or "hour"
+    return window if window in glance.WINDOWS else "hour"
+
+
+def _room_charts(rooms: list[str], window: str) -> list[tuple[str, tuple[glance.Series, SafeString]]]:
+    starts, per_room = glance.rooms_activity(rooms, window=window)
+    return [(name, (per_room[name], pictures.sparkline(per_room[name], starts))) for name in rooms]
+
+
+# ── The agent map, one agent's page, search ──────────────────────────────
+
+
+@operator_required
+@require_GET
+def agent_map(request: DashboardRequest) -> HttpResponse:
+    window = _window(request)
+    nodes, edges = glance.agent_traffic(window=window)
+    context = {
+        "window": window,
+        "windows": list(glance.WINDOWS),
+        "nodes": nodes,
+        "edges": edges,
+        "picture": pictures.agent_map(nodes, edges),
+        "newest_id": selectors.message_newest_id(),
+    }
+    return _page(request, "map.html", context, page="map")
+
+
+@operator_required
+@require_GET
+def agent(request: DashboardRequest, agent_id: str) -> HttpResponse:
+    seen = glance.agent_page(agent_id)
+    if not seen.known:
+        reason = "no agent of that name has registered, sent, received or held anything here"
+        return _page(request, "missing.html", {"what": f"agent {agent_id}", "reason": reason}, page="", status=404)
+    context = {
+        "seen": seen,
+        "timeline": pictures.sparkline(seen.timeline, seen.starts),
+        "here": reverse("dashboard:agent", args=[agent_id]),
+        "newest_id": selectors.message_newest_id(),
+    }
+    return _page(request, "agent.html", context, page="agent")
+
+
+@operator_required
+@require_GET
+def search(request: DashboardRequest) -> HttpResponse:
+    """The API's full-text search (``GET /v1/search``), with its filters: room and author."""
+    q = (request.GET.get("q") or "").strip()
+    room = (request.GET.get("room") or "").strip() or None
+    author = (request.GET.get("from_agent") or "").strip() or None
+    results: list[dict[str, Any]] = []
+    problem = ""
+    if q:
+        try:
+            results = operations.search_messages(_who(request), q=q, channel=room, from_agent=author, limit=100).result
+        except ArcError as exc:
+            problem = exc.message
+    context = {"q": q, "room": room or "", "from_agent": author or "", "results": results, "problem": problem}
+    return _page(request, "search.html", context, page="search")

@@ -6,8 +6,8 @@
 Starts a throwaway hub (``manage.py up`` on SQLite in a temporary directory), fills it
 over HTTP with a small scene (three agents, a conversation and a thread, a question for
 the operator, a claim, a lock, a task and a dead letter), signs in with a one-time link
-and saves 1280x800 PNGs of the overview, a room, work, keys (after minting one),
-deliveries and "waiting on you". Needs playwright (requirements-dev.txt) and
+and saves 1280x800 PNGs of the overview, a room, work (the task board), the agent map, an agent's
+page, stats (activity charts), keys (after minting one), deliveries and "waiting on you". Needs playwright (requirements-dev.txt) and
 /usr/bin/chromium (``apt-get install chromium``); no downloaded browser is used.
 """
 
@@ -113,6 +113,15 @@ def fill(hub: Hub) -> None:
         {"agent_id": "carol", "message_id": letter["id"], "reason": "no changelog for 1.3 in this checkout"},
     )
     post(hub, from_agent="carol", channel="general", body="Release notes draft is up for review.")
+    # Work in every column of the board, and traffic between the agents for the map.
+    post(hub, from_agent="bob", to_agent="alice", body="The sweeper fix needs your review before noon.")
+    post(hub, from_agent="alice", to_agent="bob", body="Reviewing now.")
+    done = post(hub, from_agent="alice", kind="task_request", to_agent="carol", body="Draft the 1.4 release notes")
+    call(hub, "POST", f"/v1/tasks/{done['id']}/result", {"from_agent": "carol", "body": "Draft is in notes/1.4.md"})
+    started = post(hub, from_agent="carol", kind="task_request", to_agent="bob", body="Check the links in the notes")
+    call(hub, "POST", f"/v1/tasks/{started['id']}/start", {})
+    failed = post(hub, from_agent="bob", kind="task_request", to_agent="alice", body="Bisect the 1.3 regression")
+    call(hub, "POST", f"/v1/tasks/{failed['id']}/fail", {"actor": "alice", "reason": "cannot reproduce on main"})
 
 
 def shoot(hub: Hub, out: Path) -> list[Path]:
@@ -139,7 +148,17 @@ def shoot(hub: Hub, out: Path) -> list[Path]:
         save("room")
         page.goto(hub.url + "/work")
         expect(page.locator("#claims")).to_contain_text("fix-flaky-login")
+        expect(page.locator("#column-done")).to_contain_text("Draft the 1.4 release notes")
         save("work")
+        page.goto(hub.url + "/map")
+        expect(page.locator("svg.map line.edge").first).to_be_attached()
+        save("map")
+        page.goto(hub.url + "/agents/bob")
+        expect(page.locator("#agent-claims")).to_contain_text("fix-flaky-login")
+        save("agent")
+        page.goto(hub.url + "/stats")
+        expect(page.locator("#activity svg.spark").first).to_be_visible()
+        save("stats")
         page.goto(hub.url + "/keys")
         page.locator("#mint-form input[name=agent_id]").fill("dave")
         page.locator("#mint-form input[name=label]").fill("dave's laptop")

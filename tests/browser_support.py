@@ -58,3 +58,37 @@ def status_with_key(hub: Hub, path: str, key: str) -> int:
             return int(response.status)
     except urllib.error.HTTPError as exc:
         return exc.code
+
+
+AXE_VERSION = "4.14.1"
+AXE_TARBALL = f"https://registry.npmjs.org/axe-core/-/axe-core-{AXE_VERSION}.tgz"
+# The npm registry's integrity for that tarball (sha512, base64): what is fetched is checked against it.
+AXE_INTEGRITY = "sha512-FHfa+lmNjQZfJz1q8wKqIDwC6DExcHt/pkjNQb09a3NPjCKg2rhu5qb2S4r76ASyFNNtuFooJpZe37OgudVGtQ=="
+
+
+def axe_script(cache: Path) -> Path | str:
+    """axe-core's ``axe.min.js`` (the accessibility checker, from the npm registry), fetched once into
+    ``cache``; a reason (to skip with) when it cannot be had."""
+    import base64
+    import hashlib
+    import io
+    import tarfile
+
+    script = cache / f"axe-core-{AXE_VERSION}" / "axe.min.js"
+    if script.exists():
+        return script
+    try:
+        with urllib.request.urlopen(AXE_TARBALL, timeout=60) as response:
+            data = response.read()
+    except (urllib.error.URLError, OSError) as exc:
+        return f"axe-core {AXE_VERSION} could not be fetched from the npm registry ({exc})"
+    digest = "sha512-" + base64.b64encode(hashlib.sha512(data).digest()).decode()
+    if digest != AXE_INTEGRITY:
+        return f"axe-core {AXE_VERSION} from the registry does not match its integrity ({digest[:24]}…)"
+    with tarfile.open(fileobj=io.BytesIO(data)) as archive:
+        member = archive.extractfile("package/axe.min.js")
+        if member is None:
+            return "the axe-core tarball has no package/axe.min.js"
+        script.parent.mkdir(parents=True, exist_ok=True)
+        script.write_bytes(member.read())
+    return script

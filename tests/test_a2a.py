@@ -32,7 +32,7 @@ from a2a.types import (
     TaskState,
 )
 
-from tests.hubproc import Hub, mint_key, running_hub
+from tests.hubproc import Hub, manage, mint_key, running_hub
 
 pytestmark = pytest.mark.live
 WAIT_SEC = 60
@@ -226,6 +226,12 @@ def test_keys_and_scopes_are_the_hubs(hub: Hub) -> None:
     status, body = raw(hub, b'{"jsonrpc": "2.0", "id": 1, "method": "GetTask", "params": {"id": "1"}}', key="arc_x_y")
     assert status == 401
     assert body["ok"] is False
+    revoked = mint_key(hub, "yves")
+    anyio.run(lambda: send(url, GetTaskRequest(id=task.id), key=revoked, method="get_task"))  # (works until revoked)
+    manage(hub, "revoke", revoked)
+    status, body = raw(hub, b'{"jsonrpc": "2.0", "id": 2, "method": "GetTask", "params": {"id": "1"}}', key=revoked)
+    assert status == 401
+    assert "revoked" in body["error"]
 
 
 def test_a_task_between_two_other_agents_shows_its_state_but_not_their_words(hub: Hub) -> None:

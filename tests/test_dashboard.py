@@ -137,7 +137,20 @@ def page(client: Client, path: str, **extra: Any) -> str:
     return response.content.decode()
 
 
-PAGES = ["/", "/rooms/general", "/threads/t-1", "/work", "/deliveries", "/keys", "/network", "/stats", "/waiting"]
+PAGES = [
+    "/",
+    "/rooms/general",
+    "/threads/t-1",
+    "/work",
+    "/map",
+    "/agents/bob",
+    "/search?q=hello",
+    "/deliveries",
+    "/keys",
+    "/network",
+    "/stats",
+    "/waiting",
+]
 
 
 def actions(world: dict[str, Any]) -> list[tuple[str, dict[str, str]]]:
@@ -760,6 +773,9 @@ def test_it_escapes_agent_text_on_every_page(ada, hostile):
     assert_escaped(page(ada, "/keys"), evil)
     assert_escaped(page(ada, "/network"), evil, hostile["agent"])
     assert_escaped(page(ada, "/stats"))
+    assert_escaped(page(ada, "/map"), hostile["agent"])
+    assert_escaped(page(ada, reverse("dashboard:agent", args=[hostile["agent"]])), evil, hostile["agent"])
+    assert_escaped(page(ada, "/search?" + urlencode({"q": "alert"})), evil, hostile["agent"])
 
 
 def test_it_escapes_user_text_echoed_in_a_flash_message(ada, world):
@@ -771,9 +787,16 @@ def test_it_escapes_user_text_echoed_in_a_flash_message(ada, world):
 
 
 def test_it_escapes_agent_text_in_the_live_regions(ada, hostile):
-    for path in ("/?partial=waiting", "/?partial=agents", "/?partial=work", "/work?partial=work"):
+    for path in (
+        "/?partial=waiting",
+        "/?partial=agents",
+        "/?partial=work",
+        "/work?partial=work",
+        "/map?partial=map",
+    ):
         assert_escaped(page(ada, path, HTTP_HX_REQUEST="true"), hostile["agent"])
     assert_escaped(page(ada, "/threads/" + hostile["thread"] + "?partial=work", HTTP_HX_REQUEST="true"))
+    assert_escaped(page(ada, "/?partial=activity", HTTP_HX_REQUEST="true"))
 
 
 # ── Waiting on you ────────────────────────────────────────────────────────

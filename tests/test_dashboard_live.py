@@ -146,7 +146,8 @@ def test_a_message_that_expects_a_reply_refreshes_the_waiting_region(hub, ada):
 
         got = read_until(stream, "waiting")
 
-    assert [(e.name, e.id) for e in got] == [("message", asked["id"]), ("waiting", None)]
+    # (a message also refreshes the charts, the map and agents' pages: "activity")
+    assert [(e.name, e.id) for e in got] == [("message", asked["id"]), ("activity", None), ("waiting", None)]
 
 
 def test_a_claim_over_http_refreshes_the_work_region(hub, ada):

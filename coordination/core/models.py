@@ -150,6 +150,7 @@ class Message(models.Model):
             models.Index(fields=["to_agent", "id"]),
             models.Index(fields=["thread_id", "id"]),
             models.Index(fields=["reply_to", "id"]),  # a task's conversation and answer (its request's replies)
+            models.Index(fields=["ts"]),  # where a window of time starts (coordination.core.glance)
         ]
 
     def __str__(self) -> str:
@@ -325,6 +326,8 @@ class Task(models.Model):
             models.Index(fields=["thread_id"]),
             models.Index(fields=["assignee", "status"]),
             models.Index(fields=["requester", "status"]),
+            models.Index(fields=["created_at"]),  # tasks opened and finished over time (coordination.core.glance)
+            models.Index(fields=["completed_at"]),
         ]
 
     def __str__(self) -> str:
@@ -390,6 +393,7 @@ class Delivery(models.Model):
             # Lease order: highest priority, then oldest, among an agent's pending deliveries.
             models.Index(fields=["agent_id", "state", "-priority", "message"], name="delivery_lease_order"),
             models.Index(fields=["state", "leased_until"], name="delivery_lease_expiry"),
+            models.Index(fields=["delivered_at"], name="delivery_delivered_at"),  # delivery lag over time
         ]
 
     def __str__(self) -> str:
