@@ -430,9 +430,15 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "[arc %(asctime)s] %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {"client_mistake": {"()": "arcsite.logfilters.ClientMistakeOneLine"}},
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "plain"},
+        "a2a": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["client_mistake"]},
+    },
     "loggers": {
         "arc": {"handlers": ["console"], "level": envstr("ARC_LOG_LEVEL", "INFO"), "propagate": False},
         "django.request": {"handlers": ["console"], "level": "ERROR"},
+        # The A2A SDK: its warnings and errors, a client's unparsable request as one line (arcsite.logfilters).
+        "a2a": {"handlers": ["a2a"], "level": "WARNING", "propagate": False},
     },
 }

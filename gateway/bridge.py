@@ -67,7 +67,7 @@ class Bridge:
         self._wake.set()
 
     async def run(self) -> None:
-        await events.dispatcher.add(self._heard, events.Route(kinds=frozenset({"task"})))
+        await events.dispatcher.add(self._heard, events.Route(kinds=frozenset({"task", "presence"})))
         next_live = next_cards = 0.0
         try:
             while not self._stop.is_set():
@@ -96,6 +96,14 @@ class Bridge:
             await asyncio.gather(*jobs, return_exceptions=True)
 
     def _heard(self, event: dict[str, Any]) -> None:
+        if event.get("event") == "presence":
+            session = event.get("session")
+            metadata = session.get("metadata") if isinstance(session, dict) else None
+            if event.get("agent_id") in self._names or (
+                isinstance(metadata, dict) and services.REMOTE_KIND in metadata
+            ):
+                self._wake.set()  # an A2A agent elsewhere registered, or went: look at the register again
+            return
         task = event.get("task") if event.get("event") == "task" else None
         if not isinstance(task, dict):
             return
@@ -111,8 +119,8 @@ class Bridge:
                 self._jobs.pop(task_id).cancel()
                 if remote is not None:
                     self._cancel_there(remote, remote_task_id)
-        elif event.get("action") == "created" and task.get("assignee"):
-            self._wake.set()  # (perhaps for an agent registered since the bridge last looked)
+        elif event.get("action") == "created" and task.get("assignee") in self._names:
+            self._wake.set()
 
     async def _cards_check(self) -> None:
         for remote in await sync_to_async(selectors.remote_agents)():

@@ -17,7 +17,7 @@ import json
 import re
 import socket
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -84,8 +84,7 @@ def headers(credential: str) -> dict[str, str]:
 
 async def card_fetch(url: str, credential: str = "") -> tuple[Any, dict[str, Any]]:
     """The remote agent's card (the SDK's ``AgentCard``, and as JSON), checked: every URL it names may be sent to."""
-    from a2a.client.card_resolver import parse_agent_card
-    from google.protobuf.json_format import MessageToDict, ParseError
+    from google.protobuf.json_format import MessageToDict
 
     url = target_check(card_url_of(target_check(url)))
     try:
@@ -106,13 +105,9 @@ async def card_fetch(url: str, credential: str = "") -> tuple[Any, dict[str, Any
         raise Unreachable(f"its card at {url} could not be read: {type(exc).__name__}: {exc}") from None
     try:
         raw = json.loads(data)
-        card = parse_agent_card(raw)
-    except (ValueError, ParseError) as exc:
+    except ValueError as exc:
         raise Refused(f"what {url} answered is not an Agent Card: {str(exc)[:300]}") from None
-    if not card.supported_interfaces:
-        raise Refused(f"the card at {url} names no interface to send to")
-    for interface in card.supported_interfaces:
-        target_check(interface.url)
+    card = _checked(raw, f"what {url} answered")
     return card, MessageToDict(card)
 
 
@@ -138,18 +133,37 @@ BINDINGS = ["JSONRPC", "HTTP+JSON"]  # what the hub's client speaks, in the orde
 
 def card_of(data: dict[str, Any]) -> Any:
     """The SDK's ``AgentCard`` from a card as the hub keeps it, its interfaces checked again (addresses may change)."""
+    return _checked(dict(data), "the card kept for the A2A agent")
+
+
+def _checked(raw: Any, what: str) -> Any:
+    """``raw`` parsed by the SDK as an Agent Card that names an interface, every one of them allowed (``Refused``)."""
     from a2a.client.card_resolver import parse_agent_card
     from google.protobuf.json_format import ParseError
 
     try:
-        card = parse_agent_card(dict(data))
-    except (ValueError, ParseError) as exc:
-        raise Refused(f"the card kept for the A2A agent no longer reads: {str(exc)[:300]}") from None
+        card = parse_agent_card(raw)
+    except (ValueError, TypeError, AttributeError, ParseError) as exc:
+        raise Refused(f"{what} is not an Agent Card: {str(exc)[:300]}") from None
     if not card.supported_interfaces:
-        raise Refused("the card kept for the A2A agent names no interface")
+        raise Refused(f"{what} names no interface to send to")
     for interface in card.supported_interfaces:
         target_check(interface.url)
     return card
+
+
+@contextlib.asynccontextmanager
+async def _client(card: Any, credential: str, timeout: Any) -> AsyncIterator[Any]:
+    """The SDK's client for ``card``, over an httpx client that follows no redirect and sends the credential."""
+    from a2a.client import ClientConfig, create_client
+
+    async with httpx.AsyncClient(timeout=timeout, follow_redirects=False, headers=headers(credential)) as http:
+        config = ClientConfig(streaming=True, httpx_client=http, supported_protocol_bindings=BINDINGS)
+        client = await create_client(card, client_config=config)
+        try:
+            yield client
+        finally:
+            await client.close()
 
 
 class _Seen:
@@ -199,7 +213,6 @@ async def send(
     the remote task's id as soon as it is known. The caller gives the same ``message_id`` on every attempt,
     so a remote agent that keeps message ids sees a repeat, not a second task.
     ``Unreachable`` for what another attempt may mend; ``Refused`` for what it will not."""
-    from a2a.client import ClientConfig, create_client
     from a2a.client.errors import A2AClientError, A2AClientTimeoutError
     from a2a.types import (
         CancelTaskRequest,
@@ -217,9 +230,7 @@ async def send(
         return Outcome(False, "timed out before the A2A agent answered")
     seen = _Seen()
     timeout = httpx.Timeout(FETCH_TIMEOUT_SEC, read=None)  # the deadline bounds the whole call, not each read
-    async with httpx.AsyncClient(timeout=timeout, follow_redirects=False, headers=headers(credential)) as http:
-        config = ClientConfig(streaming=True, httpx_client=http, supported_protocol_bindings=BINDINGS)
-        client = await create_client(card, client_config=config)
+    async with _client(card, credential, timeout) as client:
         streams = bool(card.capabilities.streaming)
         try:
             async with asyncio.timeout(left):
@@ -270,26 +281,14 @@ async def send(
             raise Refused(f"the A2A agent answered with an error: {text[:500]}") from None
         except (A2AError, ValueError) as exc:
             raise Refused(f"the A2A agent answered with an error: {str(exc)[:500]}") from None
-        finally:
-            await client.close()
 
 
 async def cancel(card: Any, *, credential: str, remote_task_id: str) -> None:
     """Ask the remote agent to cancel its task (the hub's task ended first); best effort, a few seconds at most."""
-    from a2a.client import ClientConfig, create_client
     from a2a.types import CancelTaskRequest
 
-    async with httpx.AsyncClient(
-        timeout=FETCH_TIMEOUT_SEC, follow_redirects=False, headers=headers(credential)
-    ) as http:
-        client = await create_client(
-            card, client_config=ClientConfig(httpx_client=http, supported_protocol_bindings=BINDINGS)
-        )
-        try:
-            async with asyncio.timeout(FETCH_TIMEOUT_SEC):
-                await client.cancel_task(CancelTaskRequest(id=remote_task_id))
-        finally:
-            await client.close()
+    async with _client(card, credential, FETCH_TIMEOUT_SEC) as client, asyncio.timeout(FETCH_TIMEOUT_SEC):
+        await client.cancel_task(CancelTaskRequest(id=remote_task_id))
 
 
 def _as_event(task: Any) -> Any:

@@ -299,6 +299,9 @@ def test_bad_input_gets_the_protocols_error_never_a_500(hub: Hub) -> None:
         hub, json.dumps({"jsonrpc": "2.0", "id": 5, "method": "GetTask", "params": {"id": "no"}}).encode()
     )
     assert body["error"]["code"] == -32001  # TaskNotFound
+    status, body = raw(hub, json.dumps({"jsonrpc": "2.0", "id": 6, "method": "GetTask", "params": {"id": 7}}).encode())
+    assert body["error"]["code"] == -32602  # a number where the spec has a string: the client's mistake
+    assert not [line for line in hub.output if "Traceback" in line]  # (logged as one line, not a traceback)
 
 
 def test_cancel_fails_the_task_as_canceled_and_tells_the_assignee(hub: Hub) -> None:

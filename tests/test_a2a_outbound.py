@@ -48,7 +48,7 @@ def echo() -> Iterator[Remote]:
 
 @pytest.fixture(scope="module")
 def hub(tmp_path_factory: pytest.TempPathFactory, echo: Remote) -> Iterator[Hub]:
-    env = {"ARC_A2A_ALLOW_NETWORKS": "127.0.0.0/8", "ARC_A2A_TIMEOUT_SEC": "4", "ARC_A2A_ATTEMPTS": "3"}
+    env = {"ARC_A2A_ALLOW_NETWORKS": "127.0.0.0/8", "ARC_A2A_TIMEOUT_SEC": "8", "ARC_A2A_ATTEMPTS": "3"}
     with running_hub(tmp_path_factory.mktemp("a2a-out"), args=("--no-relay",), extra_env=env) as hub:
         added = a2a(hub, "add", "echo", echo.url, "--credential-env", "ECHO_TOKEN", env={"ECHO_TOKEN": TOKEN})
         assert added.returncode == 0, added.stderr
@@ -128,7 +128,7 @@ def test_its_failure_fails_the_task_with_its_reason(hub: Hub) -> None:
 
 
 def test_a_task_it_does_not_finish_in_time_fails_and_is_canceled_there(hub: Hub, echo: Remote) -> None:
-    task_id = delegate(hub, "slow, never ends", to_agent="echo")  # ARC_A2A_TIMEOUT_SEC is 4 here
+    task_id = delegate(hub, "slow, never ends", to_agent="echo")  # ARC_A2A_TIMEOUT_SEC is 8 here
     task = finished(hub, task_id)
     assert task["status"] == "failed"
     assert "timed out waiting for the A2A agent" in task["failure_reason"]

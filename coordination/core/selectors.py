@@ -542,14 +542,6 @@ def waiting_on(*, operator: str, limit: int = 100) -> list[Message]:
     return list(rows[:limit])
 
 
-def tasks_by_status() -> dict[str, list[Task]]:
-    """Every task grouped by lifecycle status, in the lifecycle's order, newest first in each."""
-    grouped: dict[str, list[Task]] = {status: [] for status in Task.Status.values}
-    for task in Task.objects.order_by("-task_id"):
-        grouped.setdefault(task.status, []).append(task)
-    return grouped
-
-
 def deliveries_by_agent(*, limit: int = 500) -> dict[str, dict[str, int]]:
     """Per recipient, how many deliveries are in each state (the dashboard's queues)."""
     from django.db.models import Count

@@ -63,6 +63,7 @@ from coordination.core.services.messages import (
 )
 from coordination.core.services.network import hub_state, network_set, remote_allowed
 from coordination.core.services.push import push_config_delete, push_config_set, push_forget, push_sent
+from coordination.core.services.remotes import KIND as REMOTE_KIND
 from coordination.core.services.remotes import (
     remote_answer,
     remote_call_begin,
@@ -119,6 +120,7 @@ __all__ = [
     "MAX_LEASE_SEC",
     "MAX_TTL_SEC",
     "MIN_TTL_SEC",
+    "REMOTE_KIND",
     "SYSTEM_AGENT",
     "UNCLOSABLE_ROOMS",
     "MessageDraft",
