@@ -360,11 +360,8 @@ def task_exchange(who: Identity, task_id: int) -> selectors.TaskExchange:
 def task_continue(who: Identity, task_id: int, raw: dict[str, Any], *, key: str | None = None) -> Answer:
     """The requester's further message on its unfinished task (A2A: a message naming the task, after the
     assignee asked): a direct message to the assignee in reply to the task's request, in its thread."""
-    task = selectors.task_get(require_id(task_id, "task_id"))
-    who.require_task(task.as_wire())
+    task = _requesters_task(who, task_id, raw.get("from_agent"), "continue it")
     data = who.bind(dict(raw), "from_agent")
-    if not who.admin and data.get("from_agent") != task.requester:
-        raise Forbidden(f"only task {task_id}'s requester ({task.requester}) may continue it")
     if task.status not in Task.UNFINISHED:
         raise Conflict(f"task {task_id} is {task.status}: a finished task takes no further message")
     if not task.assignee:
@@ -373,14 +370,18 @@ def task_continue(who: Identity, task_id: int, raw: dict[str, Any], *, key: str 
     return message_post(who, {k: v for k, v in post.items() if v is not None})  # (this operation keeps the key)
 
 
-def _push_owner(who: Identity, task_id: int, requester: str) -> Task:
-    """The task whose webhooks ``requester`` (bound to ``who``) may set: only its requester's (or an admin's)."""
+def _requesters_task(who: Identity, task_id: int, claimed: Any, verb: str) -> Task:
+    """The task, when ``who`` may see it and the agent acting (``claimed``, bound to ``who``) asked for it, or
+    ``who`` is an admin: what only a task's requester may do (continue it, set or read its webhooks)."""
     task = selectors.task_get(require_id(task_id, "task_id"))
     who.require_task(task.as_wire())
-    owner = who.act_as(requester, "from_agent")
-    if not who.admin and owner != task.requester:
-        raise Forbidden(f"only task {task_id}'s requester ({task.requester}) may set or read its push configs")
+    if not who.admin and who.act_as(claimed, "from_agent") != task.requester:
+        raise Forbidden(f"only task {task_id}'s requester ({task.requester}) may {verb}")
     return task
+
+
+def _push_owner(who: Identity, task_id: int, requester: str) -> Task:
+    return _requesters_task(who, task_id, requester, "set or read its push configs")
 
 
 def push_config_set(who: Identity, task_id: int, raw: dict[str, Any]) -> Any:
